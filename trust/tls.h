@@ -1,0 +1,59 @@
+/* trust/tls.h: TLS 1.3 contexts for the gateway's listeners and its outbound peer sessions,
+ * and the identity (SPIFFE URI SAN) of the party at the other end. OpenSSL stays behind this
+ * header: callers get `struct ssl_st *` only to hand to libevent. Not for: deciding what an
+ * identity may do (gateway's authenticate stage and, later, trust/authz). */
+#ifndef TRUST_TLS_H
+#define TRUST_TLS_H
+#include <stdbool.h>
+#include <stddef.h>
+#include "base/err.h"
+#include "conf/conf.h"
+
+struct ssl_st;
+typedef struct trust_tls trust_tls;
+
+/* Loads |cfg|'s certificate, key and trust bundle into a server and a client context:
+ * TLS 1.3 only, ALPN "h2" only (a client that does not offer h2 fails the handshake), client
+ * certificates requested and verified against the bundle when presented but optional (so
+ * /healthz stays open; the gateway enforces per route), peers' server certificates verified
+ * against the bundle. Checks that the key matches the certificate. Returns 0 and |*out| (caller
+ * frees with trust_tls_free()), or BG_ERR_TLS / BG_ERR_CERT with "file: reason" in |eb|.
+ * Thread-safe to use from many workers once built. */
+int trust_tls_new(trust_tls **out, const conf_tls *cfg, bg_errbuf *eb);
+void trust_tls_free(trust_tls *t); /* NULL is a no-op */
+
+/* A new SSL for an accepted connection; caller owns it (usually hands it to a bufferevent
+ * with BEV_OPT_CLOSE_ON_FREE). NULL on allocation failure. */
+struct ssl_st *trust_tls_server_ssl(trust_tls *t);
+/* A new SSL for an outbound mutual-TLS connection to a peer, offering ALPN h2 and presenting
+ * our certificate. |sni| may be NULL (IP literals get no SNI). Caller owns it. */
+struct ssl_st *trust_tls_client_ssl(trust_tls *t, const char *sni);
+
+/* True when ALPN selected "h2" on |ssl| after the handshake. */
+bool trust_ssl_is_h2(struct ssl_st *ssl);
+
+/* The other party of a finished handshake. */
+typedef struct trust_identity {
+    bool present;         /* a certificate was presented */
+    bool verified;        /* and it chained to the trust bundle (OpenSSL verify result OK) */
+    char spiffe_id[256];  /* first URI SAN starting "spiffe://", "" if none */
+    char city[64];        /* from spiffe://<city>.gba/..., "" if not of that shape */
+    char role[32];        /* first path segment: "gateway", "firm", "regulator", "admin" */
+    char subject[256];    /* one-line subject DN, for logs */
+    char fingerprint[65]; /* SHA-256 of the DER certificate, lowercase hex */
+} trust_identity;
+
+/* Fills |out| from |ssl|'s peer certificate; when none was presented, present = false and
+ * the strings are empty. Returns 0 (also when absent) or BG_ERR_NOMEM. */
+int trust_identity_from_ssl(struct ssl_st *ssl, trust_identity *out);
+
+/* Splits "spiffe://<city>.gba/<role>[/<id>]" into |city| and |role|; returns 0 or
+ * BG_ERR_IDENTITY when |uri| has another shape. */
+int trust_spiffe_parse(const char *uri, char *city, size_t city_len, char *role,
+                       size_t role_len);
+
+/* Drains OpenSSL's error queue into |buf| as one line ("" when empty). Call on the thread
+ * that saw the error. */
+void trust_tls_errors(char *buf, size_t len);
+
+#endif /* TRUST_TLS_H */
