@@ -24,6 +24,8 @@ typedef struct conf_listener {
     uint16_t port;
     bool tls;   /* true: TLS 1.3 + ALPN h2; false: cleartext h2c (prior knowledge) */
     bool local; /* must be true for tls == false, and host must then be a loopback address */
+    char *client_identity; /* optional, local cleartext listeners only: the SPIFFE id every
+                              request on this listener is treated as coming from; NULL if unset */
 } conf_listener;
 
 typedef struct conf_peer {

@@ -1,0 +1,849 @@
+/* gateway/client.c: outbound HTTP/2 sessions from one worker to one peer gateway (mutual TLS,
+ * identity checked against the peer's configured SPIFFE id) or to the data-space upstream.
+ * Multiplexed, kept alive with PING, reconnected with exponential backoff, failing over across
+ * the peer's URLs. Responses are relayed into the inbound stream with end-to-end flow control:
+ * the outbound stream's window is reopened only as the inbound side sends bytes on, so a slow
+ * client slows the upstream instead of growing our buffers. Not for: choosing the peer. */
+#include "gateway/gw_int.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* bufferevent_openssl needs the SSL type; everything else about TLS is in trust/. */
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
+
+#include "base/log.h"
+
+#define OUTBUF_HIGH (64 * 1024)
+#define MAX_PENDING 4096
+
+struct gw_cstream {
+    gw_client *cl;
+    int32_t id; /* 0 until submitted */
+    gw_stream *down; /* the inbound stream we relay to; NULL once it went away */
+    gw_cstream *prev, *next;
+    bool pending; /* on cl->pending, not yet submitted */
+    bool head_done;
+    bool eof;
+    bg_buf body;
+    size_t body_off;
+    char path[64];
+    char request_id[65];
+    char hops[1100];
+    /* response head */
+    int status;
+    char content_type[128];
+    char content_length[24];
+    char route[1024];
+};
+
+struct gw_client {
+    gw_worker *w;
+    const conf_peer *peer; /* NULL for the upstream */
+    const conf_url *urls;
+    size_t nurls;
+    size_t url_idx;
+    char name[64];
+    char authority[300];
+    _Atomic int state;
+    struct bufferevent *bev;
+    struct ssl_st *ssl;
+    nghttp2_session *h2;
+    bool goaway; /* peer sent GOAWAY: no new streams on this session */
+    bool ping_outstanding;
+    uint32_t backoff_ms;
+    struct event timer_ev; /* connect timeout, or backoff */
+    struct event ping_ev;
+    struct event flush_ev;
+    gw_cstream *pending; /* FIFO: head */
+    gw_cstream *pending_tail;
+    size_t npending;
+    gw_cstream *active; /* submitted streams */
+    char last_error[160];
+};
+
+static void client_connect(gw_client *cl);
+static void client_flush(gw_client *cl);
+
+const char *gw_client_state_name(gw_client_state st)
+{
+    switch (st) {
+    case GW_CLIENT_IDLE: return "idle";
+    case GW_CLIENT_CONNECTING: return "connecting";
+    case GW_CLIENT_CONNECTED: return "connected";
+    case GW_CLIENT_BACKOFF: return "backoff";
+    }
+    return "unknown";
+}
+
+gw_client_state gw_client_get_state(const gw_client *cl)
+{
+    return (gw_client_state)atomic_load(&cl->state);
+}
+
+const char *gw_client_name(const gw_client *cl)
+{
+    return cl->name;
+}
+
+static void set_timer(struct event *ev, uint32_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
+}
+
+static void schedule_flush(gw_client *cl)
+{
+    event_active(&cl->flush_ev, EV_WRITE, 0);
+}
+
+/* ---- stream lists ---------------------------------------------------------------------------- */
+
+static void active_unlink(gw_client *cl, gw_cstream *cs)
+{
+    if (cs->prev != NULL) {
+        cs->prev->next = cs->next;
+    } else if (cl->active == cs) {
+        cl->active = cs->next;
+    }
+    if (cs->next != NULL) {
+        cs->next->prev = cs->prev;
+    }
+    cs->prev = cs->next = NULL;
+}
+
+static void pending_remove(gw_client *cl, gw_cstream *cs)
+{
+    gw_cstream **pp = &cl->pending;
+    gw_cstream *prev = NULL;
+    while (*pp != NULL && *pp != cs) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp == cs) {
+        *pp = cs->next;
+        if (cl->pending_tail == cs) {
+            cl->pending_tail = prev;
+        }
+        cl->npending--;
+    }
+    cs->next = NULL;
+    cs->pending = false;
+}
+
+static void cstream_free(gw_cstream *cs)
+{
+    bg_buf_dispose(&cs->body);
+    free(cs);
+}
+
+/* Fails the inbound side of |cs| with 502 (or a reset when its response already started). */
+static void fail_down(gw_cstream *cs, const char *code, const char *why)
+{
+    gw_stream *s = cs->down;
+    if (s == NULL) {
+        return;
+    }
+    s->up = NULL;
+    cs->down = NULL;
+    if (!s->responded) {
+        gw_stream_error(s, 502, code, "%s %s: %s", cs->cl->peer ? "peer" : "upstream",
+                        cs->cl->name, why);
+    } else if (!s->resp_eof) {
+        gw_stream_reset(s, NGHTTP2_INTERNAL_ERROR);
+    }
+}
+
+static const char *unavailable_code(const gw_client *cl)
+{
+    return cl->peer != NULL ? "peer_unavailable" : "upstream_unavailable";
+}
+
+/* ---- nghttp2 client callbacks ---------------------------------------------------------------- */
+
+static ssize_t req_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                           size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                           void *user_data)
+{
+    gw_cstream *cs = source->ptr;
+    (void)session;
+    (void)stream_id;
+    (void)user_data;
+    size_t left = cs->body.len - cs->body_off;
+    size_t n = left < length ? left : length;
+    if (n > 0) {
+        memcpy(buf, cs->body.data + cs->body_off, n);
+        cs->body_off += n;
+    }
+    if (cs->body_off == cs->body.len) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    }
+    return (ssize_t)n;
+}
+
+static void copy_val(char *dst, size_t cap, const uint8_t *v, size_t len)
+{
+    if (len >= cap) {
+        len = cap - 1;
+    }
+    memcpy(dst, v, len);
+    dst[len] = 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data)
+{
+    (void)user_data;
+    (void)flags;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_RESPONSE) {
+        return 0;
+    }
+    gw_cstream *cs = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (cs == NULL) {
+        return 0;
+    }
+    bg_iov n = {name, namelen};
+    if (bg_iov_eq_str(n, ":status")) {
+        char st[8];
+        copy_val(st, sizeof(st), value, valuelen);
+        cs->status = atoi(st);
+    } else if (bg_iov_eq_str(n, "content-type")) {
+        copy_val(cs->content_type, sizeof(cs->content_type), value, valuelen);
+    } else if (bg_iov_eq_str(n, "content-length")) {
+        copy_val(cs->content_length, sizeof(cs->content_length), value, valuelen);
+    } else if (bg_iov_eq_str(n, "x-baygate-route")) {
+        copy_val(cs->route, sizeof(cs->route), value, valuelen);
+    }
+    return 0;
+}
+
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME     \
+    }
+
+/* Response head complete: relay it to the inbound stream. */
+static void relay_head(gw_cstream *cs)
+{
+    gw_stream *s = cs->down;
+    cs->head_done = true;
+    if (s == NULL || s->responded) {
+        return;
+    }
+    if (cs->route[0]) {
+        snprintf(s->resp_route, sizeof(s->resp_route), "%s", cs->route);
+    }
+    nghttp2_nv extra[2];
+    size_t n = 0;
+    if (cs->content_type[0]) {
+        nghttp2_nv nv = NV("content-type", cs->content_type);
+        extra[n++] = nv;
+    }
+    if (cs->content_length[0]) {
+        nghttp2_nv nv = NV("content-length", cs->content_length);
+        extra[n++] = nv;
+    }
+    if (gw_stream_respond_streaming(s, cs->status, extra, n) != 0) {
+        fail_down(cs, "bad_gateway", "cannot relay response");
+    }
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    gw_client *cl = user_data;
+    gw_cstream *cs;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+        cs = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (cs == NULL) {
+            return 0;
+        }
+        if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE && cs->status >= 200) {
+            relay_head(cs);
+        }
+        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+            cs->eof = true;
+            if (cs->down != NULL && cs->down->responded) {
+                gw_stream_body_more(cs->down, true);
+            }
+        }
+        break;
+    case NGHTTP2_DATA:
+        cs = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (cs != NULL && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+            cs->eof = true;
+            if (cs->down != NULL && cs->down->responded) {
+                gw_stream_body_more(cs->down, true);
+            }
+        }
+        break;
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
+            cl->ping_outstanding = false;
+            set_timer(&cl->ping_ev, cl->w->srv->cfg->timeouts.ping_interval_ms);
+        }
+        break;
+    case NGHTTP2_GOAWAY:
+        cl->goaway = true;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                              const uint8_t *data, size_t len, void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    /* Connection-level window reopens at once; the stream window only as the inbound side
+     * consumes (gw_cstream_consumed), which bounds what we buffer per stream. */
+    nghttp2_session_consume_connection(session, len);
+    gw_cstream *cs = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (cs == NULL || cs->down == NULL || !cs->down->responded) {
+        nghttp2_session_consume_stream(session, stream_id, len);
+        return 0;
+    }
+    if (evbuffer_add(cs->down->resp_body, data, len) != 0) {
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    gw_stream_body_more(cs->down, false);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *user_data)
+{
+    gw_client *cl = user_data;
+    gw_cstream *cs = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (cs == NULL) {
+        return 0;
+    }
+    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    if (cs->down != NULL) {
+        gw_stream *s = cs->down;
+        if (!s->responded || !cs->eof || error_code != NGHTTP2_NO_ERROR) {
+            char why[96];
+            snprintf(why, sizeof(why), "stream reset (%s)", nghttp2_http2_strerror(error_code));
+            fail_down(cs, "bad_gateway", why);
+        } else {
+            s->up = NULL;
+            cs->down = NULL;
+        }
+    }
+    active_unlink(cl, cs);
+    cstream_free(cs);
+    return 0;
+}
+
+static int on_error(nghttp2_session *session, int lib_error_code, const char *msg, size_t len,
+                    void *user_data)
+{
+    gw_client *cl = user_data;
+    (void)session;
+    bg_log(BG_LOG_INFO, "peer=%s msg=\"http2 error\" code=%d detail=\"%.*s\"", cl->name,
+           lib_error_code, (int)len, msg);
+    return 0;
+}
+
+/* ---- session lifecycle ------------------------------------------------------------------------ */
+
+static void submit_one(gw_client *cl, gw_cstream *cs)
+{
+    const conf_url *u = &cl->urls[cl->url_idx];
+    char clen[24];
+    snprintf(clen, sizeof(clen), "%zu", cs->body.len);
+    nghttp2_nv nva[] = {
+        NV(":method", "POST"),
+        NV(":scheme", u->tls ? "https" : "http"),
+        NV(":authority", cl->authority),
+        NV(":path", cs->path),
+        NV("content-type", "application/json"),
+        NV("content-length", clen),
+        NV("x-request-id", cs->request_id),
+        NV("x-baygate-hops", cs->hops),
+    };
+    nghttp2_data_provider prd = {.source = {.ptr = cs}, .read_callback = req_read_cb};
+    int32_t id = nghttp2_submit_request(cl->h2, NULL, nva, sizeof(nva) / sizeof(nva[0]),
+                                        cs->body.len > 0 ? &prd : NULL, cs);
+    if (id < 0) {
+        fail_down(cs, "bad_gateway", nghttp2_strerror(id));
+        cstream_free(cs);
+        return;
+    }
+    cs->id = id;
+    cs->next = cl->active;
+    cs->prev = NULL;
+    if (cl->active != NULL) {
+        cl->active->prev = cs;
+    }
+    cl->active = cs;
+}
+
+static void submit_pending(gw_client *cl)
+{
+    while (cl->pending != NULL) {
+        gw_cstream *cs = cl->pending;
+        pending_remove(cl, cs);
+        submit_one(cl, cs);
+    }
+    schedule_flush(cl);
+}
+
+static void fail_pending(gw_client *cl, const char *why)
+{
+    while (cl->pending != NULL) {
+        gw_cstream *cs = cl->pending;
+        pending_remove(cl, cs);
+        fail_down(cs, unavailable_code(cl), why);
+        cstream_free(cs);
+    }
+}
+
+/* Tears the session down; in-flight streams fail. Then either the next URL is tried at once
+ * (connect failures with URLs left), or the backoff timer starts. */
+static void client_drop(gw_client *cl, const char *why, bool connect_failure)
+{
+    bool was_connected = gw_client_get_state(cl) == GW_CLIENT_CONNECTED;
+    snprintf(cl->last_error, sizeof(cl->last_error), "%s", why);
+    bg_log(was_connected ? BG_LOG_WARN : BG_LOG_INFO, "peer=%s url=%s msg=\"session down\" why=\"%s\"",
+           cl->name, cl->urls[cl->url_idx].text, why);
+    while (cl->active != NULL) {
+        gw_cstream *cs = cl->active;
+        active_unlink(cl, cs);
+        if (cl->h2 != NULL) {
+            nghttp2_session_set_stream_user_data(cl->h2, cs->id, NULL);
+        }
+        fail_down(cs, unavailable_code(cl), why);
+        cstream_free(cs);
+    }
+    if (cl->h2 != NULL) {
+        nghttp2_session_del(cl->h2);
+        cl->h2 = NULL;
+    }
+    if (cl->bev != NULL) {
+        bufferevent_free(cl->bev); /* owns the socket and the SSL */
+        cl->bev = NULL;
+        cl->ssl = NULL;
+        if (was_connected) {
+            gw_metrics_conn(cl->w->srv->metrics, false, -1);
+        }
+    }
+    event_del(&cl->timer_ev);
+    event_del(&cl->ping_ev);
+    cl->goaway = false;
+    cl->ping_outstanding = false;
+    const conf_timeouts *to = &cl->w->srv->cfg->timeouts;
+    if (connect_failure && cl->url_idx + 1 < cl->nurls) {
+        cl->url_idx++;
+        client_connect(cl); /* fail over to the next URL; pending requests wait */
+        return;
+    }
+    if (connect_failure) {
+        cl->url_idx = 0;
+    }
+    if (!connect_failure && cl->pending != NULL) {
+        client_connect(cl); /* a clean close (GOAWAY) with requests waiting: reconnect now */
+        return;
+    }
+    fail_pending(cl, why);
+    atomic_store(&cl->state, GW_CLIENT_BACKOFF);
+    set_timer(&cl->timer_ev, cl->backoff_ms);
+    cl->backoff_ms = cl->backoff_ms * 2 > to->backoff_max_ms ? to->backoff_max_ms
+                                                              : cl->backoff_ms * 2;
+}
+
+static void client_flush(gw_client *cl)
+{
+    if (cl->h2 == NULL || gw_client_get_state(cl) != GW_CLIENT_CONNECTED) {
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(cl->bev);
+    while (evbuffer_get_length(out) < OUTBUF_HIGH && nghttp2_session_want_write(cl->h2)) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(cl->h2, &data);
+        if (n < 0) {
+            client_drop(cl, nghttp2_strerror((int)n), false);
+            return;
+        }
+        if (n == 0) {
+            break;
+        }
+        if (evbuffer_add(out, data, (size_t)n) != 0) {
+            client_drop(cl, "out of memory", false);
+            return;
+        }
+    }
+    if (!nghttp2_session_want_read(cl->h2) && !nghttp2_session_want_write(cl->h2) &&
+        evbuffer_get_length(out) == 0) {
+        client_drop(cl, cl->goaway ? "peer closed the session (GOAWAY)" : "session ended",
+                    false);
+    }
+}
+
+static void on_flush_event(evutil_socket_t fd, short what, void *arg)
+{
+    gw_client *cl = arg;
+    (void)fd;
+    (void)what;
+    client_flush(cl);
+}
+
+static void client_readcb(struct bufferevent *bev, void *arg)
+{
+    gw_client *cl = arg;
+    if (cl->h2 == NULL) {
+        return;
+    }
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_iovec v[8];
+    while (evbuffer_get_length(in) > 0) {
+        int nv = evbuffer_peek(in, -1, NULL, v, 8);
+        size_t consumed = 0;
+        for (int i = 0; i < nv && i < 8; i++) {
+            ssize_t n = nghttp2_session_mem_recv(cl->h2, v[i].iov_base, v[i].iov_len);
+            if (n < 0) {
+                client_drop(cl, nghttp2_strerror((int)n), false);
+                return;
+            }
+            consumed += (size_t)n;
+        }
+        evbuffer_drain(in, consumed);
+        if (nv <= 8) {
+            break;
+        }
+    }
+    client_flush(cl);
+}
+
+static void client_writecb(struct bufferevent *bev, void *arg)
+{
+    gw_client *cl = arg;
+    (void)bev;
+    client_flush(cl);
+}
+
+static int session_start(gw_client *cl)
+{
+    const conf_gateway *cfg = cl->w->srv->cfg;
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) {
+        return BG_ERR_NOMEM;
+    }
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        return BG_ERR_NOMEM;
+    }
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    int rv = nghttp2_session_client_new2(&cl->h2, cbs, cl, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0) {
+        cl->h2 = NULL;
+        return BG_ERR_NOMEM;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)cfg->limits.stream_window_bytes},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
+    };
+    nghttp2_submit_settings(cl->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(cl->h2, NGHTTP2_FLAG_NONE, 0, 16 * 1024 * 1024);
+    return 0;
+}
+
+static void client_eventcb(struct bufferevent *bev, short events, void *arg)
+{
+    gw_client *cl = arg;
+    (void)bev;
+    if (events & BEV_EVENT_CONNECTED) {
+        if (cl->ssl != NULL) {
+            trust_identity id;
+            if (!trust_ssl_is_h2(cl->ssl)) {
+                client_drop(cl, "ALPN h2 not negotiated", true);
+                return;
+            }
+            trust_identity_from_ssl(cl->ssl, &id);
+            if (!id.verified) {
+                client_drop(cl, "peer certificate not verified", true);
+                return;
+            }
+            if (cl->peer != NULL && strcmp(id.spiffe_id, cl->peer->spiffe_id) != 0) {
+                char why[400];
+                snprintf(why, sizeof(why), "peer identity %s, expected %s",
+                         id.spiffe_id[0] ? id.spiffe_id : "(none)", cl->peer->spiffe_id);
+                client_drop(cl, why, true);
+                return;
+            }
+        }
+        event_del(&cl->timer_ev);
+        if (session_start(cl) != 0) {
+            client_drop(cl, "cannot create http2 session", true);
+            return;
+        }
+        atomic_store(&cl->state, GW_CLIENT_CONNECTED);
+        gw_metrics_conn(cl->w->srv->metrics, false, +1);
+        cl->backoff_ms = cl->w->srv->cfg->timeouts.backoff_initial_ms;
+        bg_log(BG_LOG_INFO, "peer=%s url=%s msg=\"session up\"", cl->name,
+               cl->urls[cl->url_idx].text);
+        set_timer(&cl->ping_ev, cl->w->srv->cfg->timeouts.ping_interval_ms);
+        submit_pending(cl);
+        client_flush(cl);
+        return;
+    }
+    if (events & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
+        bool connecting = gw_client_get_state(cl) == GW_CLIENT_CONNECTING;
+        char why[256];
+        int err = EVUTIL_SOCKET_ERROR();
+        if (cl->ssl != NULL && connecting) {
+            char tls[200];
+            trust_tls_errors(tls, sizeof(tls));
+            snprintf(why, sizeof(why), "%s%s%s", tls[0] ? "tls: " : "",
+                     tls[0] ? tls : evutil_socket_error_to_string(err), "");
+        } else if (events & BEV_EVENT_EOF) {
+            snprintf(why, sizeof(why), "connection closed by peer");
+        } else {
+            snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(err));
+        }
+        client_drop(cl, why, connecting);
+    }
+}
+
+/* Connect timeout while CONNECTING; end of backoff while BACKOFF. */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    gw_client *cl = arg;
+    (void)fd;
+    (void)what;
+    if (gw_client_get_state(cl) == GW_CLIENT_CONNECTING) {
+        char why[64];
+        snprintf(why, sizeof(why), "connect timeout (%u ms)",
+                 cl->w->srv->cfg->timeouts.connect_ms);
+        client_drop(cl, why, true);
+    } else if (gw_client_get_state(cl) == GW_CLIENT_BACKOFF) {
+        client_connect(cl);
+    }
+}
+
+/* Keep-alive: send a PING; if the previous one is still unanswered, the session is dead. */
+static void on_ping(evutil_socket_t fd, short what, void *arg)
+{
+    gw_client *cl = arg;
+    (void)fd;
+    (void)what;
+    if (cl->h2 == NULL) {
+        return;
+    }
+    if (cl->ping_outstanding) {
+        client_drop(cl, "ping timeout", false);
+        return;
+    }
+    nghttp2_submit_ping(cl->h2, NGHTTP2_FLAG_NONE, NULL);
+    cl->ping_outstanding = true;
+    set_timer(&cl->ping_ev, cl->w->srv->cfg->timeouts.ping_timeout_ms);
+    client_flush(cl);
+}
+
+static void client_connect(gw_client *cl)
+{
+    const conf_url *u = &cl->urls[cl->url_idx];
+    const conf_timeouts *to = &cl->w->srv->cfg->timeouts;
+    char port[8];
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%u", u->port);
+    snprintf(cl->authority, sizeof(cl->authority), "%s%s%s:%u", strchr(u->host, ':') ? "[" : "",
+             u->host, strchr(u->host, ':') ? "]" : "", u->port);
+    atomic_store(&cl->state, GW_CLIENT_CONNECTING);
+    int gai = getaddrinfo(u->host, port, &hints, &res);
+    if (gai != 0 || res == NULL) {
+        char why[128];
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", u->host, gai_strerror(gai));
+        if (res != NULL) {
+            freeaddrinfo(res);
+        }
+        client_drop(cl, why, true);
+        return;
+    }
+    if (u->tls) {
+        cl->ssl = trust_tls_client_ssl(cl->w->srv->tls, NULL);
+        if (cl->ssl != NULL) {
+            cl->bev = bufferevent_openssl_socket_new(cl->w->base, -1, cl->ssl,
+                                                     BUFFEREVENT_SSL_CONNECTING,
+                                                     BEV_OPT_CLOSE_ON_FREE);
+            if (cl->bev == NULL) {
+                SSL_free(cl->ssl);
+                cl->ssl = NULL;
+            } else {
+                bufferevent_openssl_set_allow_dirty_shutdown(cl->bev, 1);
+            }
+        }
+    } else {
+        cl->bev = bufferevent_socket_new(cl->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (cl->bev == NULL) {
+        freeaddrinfo(res);
+        client_drop(cl, "out of memory", true);
+        return;
+    }
+    bufferevent_setcb(cl->bev, client_readcb, client_writecb, client_eventcb, cl);
+    bufferevent_setwatermark(cl->bev, EV_WRITE, OUTBUF_HIGH / 2, 0);
+    bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
+    set_timer(&cl->timer_ev, to->connect_ms);
+    int rv = bufferevent_socket_connect(cl->bev, res->ai_addr, (int)res->ai_addrlen);
+    freeaddrinfo(res);
+    if (rv != 0) {
+        client_drop(cl, "connect failed", true);
+        return;
+    }
+    evutil_socket_t fd = bufferevent_getfd(cl->bev);
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+}
+
+int gw_client_new(gw_client **out, gw_worker *w, const conf_peer *peer,
+                  const conf_url *upstream_url)
+{
+    gw_client *cl = calloc(1, sizeof(*cl));
+    if (cl == NULL) {
+        return BG_ERR_NOMEM;
+    }
+    cl->w = w;
+    cl->peer = peer;
+    if (peer != NULL) {
+        cl->urls = peer->urls;
+        cl->nurls = peer->nurls;
+        snprintf(cl->name, sizeof(cl->name), "%s", peer->name);
+    } else {
+        cl->urls = upstream_url;
+        cl->nurls = 1;
+        snprintf(cl->name, sizeof(cl->name), "upstream");
+    }
+    cl->backoff_ms = w->srv->cfg->timeouts.backoff_initial_ms;
+    atomic_init(&cl->state, GW_CLIENT_IDLE);
+    evtimer_assign(&cl->timer_ev, w->base, on_timer, cl);
+    evtimer_assign(&cl->ping_ev, w->base, on_ping, cl);
+    event_assign(&cl->flush_ev, w->base, -1, 0, on_flush_event, cl);
+    client_connect(cl);
+    *out = cl;
+    return 0;
+}
+
+void gw_client_free(gw_client *cl)
+{
+    if (cl == NULL) {
+        return;
+    }
+    while (cl->pending != NULL) {
+        gw_cstream *cs = cl->pending;
+        pending_remove(cl, cs);
+        fail_down(cs, unavailable_code(cl), "gateway shutting down");
+        cstream_free(cs);
+    }
+    while (cl->active != NULL) {
+        gw_cstream *cs = cl->active;
+        active_unlink(cl, cs);
+        fail_down(cs, unavailable_code(cl), "gateway shutting down");
+        cstream_free(cs);
+    }
+    if (cl->h2 != NULL) {
+        nghttp2_session_del(cl->h2);
+    }
+    if (cl->bev != NULL) {
+        if (gw_client_get_state(cl) == GW_CLIENT_CONNECTED) {
+            gw_metrics_conn(cl->w->srv->metrics, false, -1);
+        }
+        bufferevent_free(cl->bev);
+    }
+    event_del(&cl->timer_ev);
+    event_del(&cl->ping_ev);
+    event_del(&cl->flush_ev);
+    free(cl);
+}
+
+void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char *hops)
+{
+    gw_client_state st = gw_client_get_state(cl);
+    if (st == GW_CLIENT_BACKOFF) {
+        gw_stream_error(s, 502, unavailable_code(cl), "%s %s unavailable: %s",
+                        cl->peer ? "peer" : "upstream", cl->name, cl->last_error);
+        return;
+    }
+    if (cl->npending >= MAX_PENDING) {
+        gw_stream_error(s, 503, "overloaded", "too many requests waiting for %s", cl->name);
+        return;
+    }
+    gw_cstream *cs = calloc(1, sizeof(*cs));
+    if (cs == NULL) {
+        gw_stream_error(s, 500, "internal", "out of memory");
+        return;
+    }
+    cs->cl = cl;
+    cs->down = s;
+    cs->body = s->body; /* moved */
+    bg_buf_init(&s->body);
+    snprintf(cs->path, sizeof(cs->path), "%s", path);
+    snprintf(cs->request_id, sizeof(cs->request_id), "%s", s->request_id);
+    snprintf(cs->hops, sizeof(cs->hops), "%s", hops);
+    s->up = cs;
+    if (st == GW_CLIENT_CONNECTED && !cl->goaway) {
+        submit_one(cl, cs);
+        schedule_flush(cl);
+        return;
+    }
+    cs->pending = true;
+    if (cl->pending_tail != NULL) {
+        cl->pending_tail->next = cs;
+    } else {
+        cl->pending = cs;
+    }
+    cl->pending_tail = cs;
+    cl->npending++;
+    if (st == GW_CLIENT_IDLE) {
+        client_connect(cl);
+    }
+}
+
+void gw_cstream_detach(gw_cstream *cs)
+{
+    gw_client *cl = cs->cl;
+    cs->down = NULL;
+    if (cs->pending) {
+        pending_remove(cl, cs);
+        cstream_free(cs);
+        return;
+    }
+    if (cl->h2 != NULL && cs->id > 0) {
+        /* the stream stays ours until on_stream_close frees it */
+        nghttp2_submit_rst_stream(cl->h2, NGHTTP2_FLAG_NONE, cs->id, NGHTTP2_CANCEL);
+        schedule_flush(cl);
+    }
+}
+
+void gw_cstream_consumed(gw_cstream *cs, size_t n)
+{
+    gw_client *cl = cs->cl;
+    if (cl->h2 != NULL && cs->id > 0) {
+        nghttp2_session_consume_stream(cl->h2, cs->id, n);
+        schedule_flush(cl);
+    }
+}

@@ -1,0 +1,227 @@
+/* gateway/gw_int.h: the gateway's internal types, shared by its .c files only. One process
+ * (gw_server) runs N workers; each worker owns one event_base, its listeners, the inbound
+ * connections it accepted and its own outbound sessions to every peer and the upstream, so
+ * nothing on the request path is shared between threads except the read-only config, TLS
+ * contexts, route table, and the atomic metrics. */
+#ifndef GW_INT_H
+#define GW_INT_H
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <event2/bufferevent.h>
+#include <event2/buffer.h>
+#include <event2/listener.h>
+#include <nghttp2/nghttp2.h>
+
+#include "base/bytes.h"
+#include "base/err.h"
+#include "conf/conf.h"
+#include "routing/table.h"
+#include "trust/tls.h"
+
+typedef struct gw_server gw_server;
+typedef struct gw_worker gw_worker;
+typedef struct gw_conn gw_conn;
+typedef struct gw_stream gw_stream;
+typedef struct gw_client gw_client;
+typedef struct gw_cstream gw_cstream;
+typedef struct gw_metrics gw_metrics;
+typedef struct gw_accesslog gw_accesslog;
+
+/* Routes known to the metrics (labels); classification happens once per request. */
+typedef enum gw_route_id {
+    GW_ROUTE_HEALTHZ = 0,
+    GW_ROUTE_READYZ,
+    GW_ROUTE_METRICS,
+    GW_ROUTE_QUERIES,
+    GW_ROUTE_FED_QUERY,
+    GW_ROUTE_OTHER,
+    GW_ROUTE_COUNT
+} gw_route_id;
+
+/* ---- process ---------------------------------------------------------------------------- */
+
+struct gw_server {
+    const conf_gateway *cfg; /* owned by main, outlives workers */
+    trust_tls *tls;
+    route_table *routes;
+    gw_accesslog *alog;
+    gw_metrics *metrics;
+    gw_worker *workers;
+    size_t nworkers;
+    atomic_bool draining;
+};
+
+/* ---- worker: one thread, one loop ------------------------------------------------------- */
+
+struct gw_worker {
+    gw_server *srv;
+    unsigned idx;
+    pthread_t thread;
+    struct event_base *base;
+    struct evconnlistener **listeners; /* parallel to cfg->listeners */
+    struct gw_lctx *lctxs;             /* their callback contexts, same order */
+    size_t nlisteners;
+    gw_client **peers; /* parallel to cfg->peers */
+    size_t npeers;
+    gw_client *upstream; /* NULL when the upstream is the built-in responder */
+    struct event ctl_ev; /* activated from main: shutdown requested */
+    struct event grace_ev;
+    gw_conn *conns; /* intrusive list of inbound connections */
+    size_t nconns;
+    bool draining;
+    uint64_t rng; /* request-id generator state (splitmix64) */
+    uint64_t next_conn_id;
+};
+
+/* Creates the listeners and outbound sessions of worker |idx|; 0 or BG_ERR_*. */
+int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb);
+void gw_worker_dispose(gw_worker *w);
+/* Runs the loop until it drains; the thread function. */
+void *gw_worker_run(void *arg);
+/* Thread-safe: asks the worker to stop accepting and drain. */
+void gw_worker_request_shutdown(gw_worker *w);
+/* Called when an inbound connection is freed, to finish a drain. */
+void gw_worker_conn_gone(gw_worker *w);
+/* Fills |out| (33 bytes) with a fresh 32-hex-digit request id. */
+void gw_worker_new_request_id(gw_worker *w, char *out);
+
+/* ---- inbound connections and their streams (server.c) ----------------------------------- */
+
+struct gw_conn {
+    gw_worker *w;
+    const conf_listener *lst;
+    struct bufferevent *bev;
+    struct ssl_st *ssl; /* NULL on h2c listeners; owned by |bev| */
+    nghttp2_session *h2;
+    trust_identity id;
+    char addr[64];
+    uint64_t conn_id;
+    gw_conn *prev, *next; /* worker's list */
+    gw_stream *streams;   /* open streams */
+    struct event flush_ev; /* deferred nghttp2 send */
+    struct event idle_ev;
+    bool ready;   /* TLS done (or h2c) and session created */
+    bool closing; /* freed from the next flush */
+};
+
+/* Server-side request state: created at the first HEADERS, freed in on_stream_close (or
+ * when the connection is freed). */
+struct gw_stream {
+    gw_conn *conn;
+    int32_t id;
+    gw_stream *prev, *next;
+    /* request */
+    char method[16];
+    char path[512];
+    char request_id[65];
+    char hops[1024];
+    int64_t content_length; /* -1 if absent */
+    bool bad_header;
+    bool too_large;
+    bool req_done;
+    bg_buf body;
+    gw_route_id route;
+    char peer_name[256]; /* the caller: SPIFFE id, or "-" */
+    char dest[64];      /* destination city, when routed */
+    /* response */
+    int status;
+    bool responded; /* response HEADERS submitted */
+    struct evbuffer *resp_body;
+    bool resp_eof;
+    bool resp_deferred;
+    char resp_route[1100]; /* x-baygate-route to send back */
+    gw_cstream *up;        /* outbound leg while proxying */
+    struct event timer_ev; /* request timeout */
+    bool timer_added;
+    uint64_t start_us;
+    uint64_t bytes_in, bytes_out;
+    const char *err_code; /* error code answered, for the log */
+};
+
+/* Schedules a deferred nghttp2 send on |conn| (safe inside any callback). */
+void gw_conn_schedule_flush(gw_conn *conn);
+/* Submits a response with status and an optional JSON |body| (copied). Adds x-request-id
+ * and, when |s|->resp_route is set, x-baygate-route. Returns 0 or BG_ERR_*. */
+int gw_stream_respond(gw_stream *s, int status, const char *content_type, const void *body,
+                      size_t len);
+/* Answers {"error":{"code":..,"message":..}} with |status|. */
+void gw_stream_error(gw_stream *s, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Starts a streamed response whose body the caller appends to s->resp_body and ends with
+ * gw_stream_body_done(); |nv| extra headers (copied by nghttp2). */
+int gw_stream_respond_streaming(gw_stream *s, int status, const nghttp2_nv *extra, size_t nextra);
+/* New body bytes are in s->resp_body, or the body is complete (|eof|). */
+void gw_stream_body_more(gw_stream *s, bool eof);
+/* Resets |s| (e.g. the next hop failed mid-body). */
+void gw_stream_reset(gw_stream *s, uint32_t error_code);
+/* Accept callback for listeners (worker.c registers it). */
+void gw_conn_accept(gw_worker *w, const conf_listener *lst, evutil_socket_t fd,
+                    const struct sockaddr *sa, int salen);
+/* GOAWAY to every connection of |w|, as part of a drain. */
+void gw_conn_goaway_all(gw_worker *w);
+void gw_conn_free(gw_conn *conn);
+
+/* ---- outbound sessions (client.c) -------------------------------------------------------- */
+
+typedef enum gw_client_state {
+    GW_CLIENT_IDLE = 0,
+    GW_CLIENT_CONNECTING,
+    GW_CLIENT_CONNECTED,
+    GW_CLIENT_BACKOFF,
+} gw_client_state;
+
+const char *gw_client_state_name(gw_client_state st);
+
+/* Creates an outbound session manager for |peer| (or the upstream when |peer| is NULL, using
+ * |upstream_url|) and starts connecting. */
+int gw_client_new(gw_client **out, gw_worker *w, const conf_peer *peer,
+                  const conf_url *upstream_url);
+void gw_client_free(gw_client *cl);
+gw_client_state gw_client_get_state(const gw_client *cl);
+const char *gw_client_name(const gw_client *cl);
+
+/* Sends |s|'s request to |cl| as POST |path| with its body (moved out of |s|), the request
+ * id and the hop list |hops|; the response is relayed back into |s|. On immediate failure it
+ * answers |s| itself (502 peer_unavailable). */
+void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char *hops);
+/* |s| is going away: cancels its outbound leg. */
+void gw_cstream_detach(gw_cstream *cs);
+/* The server side consumed |n| relayed bytes: reopens the outbound stream's window. */
+void gw_cstream_consumed(gw_cstream *cs, size_t n);
+
+/* ---- request pipeline (handlers.c) ------------------------------------------------------- */
+
+/* Classifies |s| at end of headers (sets s->route). */
+void gw_request_classify(gw_stream *s);
+/* The request is complete (END_STREAM): authenticate, route, enforce, forward. */
+void gw_request_dispatch(gw_stream *s);
+/* The stream closed: record (access log, metrics). */
+void gw_request_record(gw_stream *s, uint32_t error_code);
+/* Built-in responder (builtin.c): answers a data-space query in-process. */
+void gw_builtin_answer(gw_stream *s);
+
+/* ---- metrics (metrics.c) and access log (accesslog.c) ------------------------------------ */
+
+int gw_metrics_new(gw_metrics **out);
+void gw_metrics_free(gw_metrics *m);
+void gw_metrics_request(gw_metrics *m, gw_route_id route, int status, uint64_t latency_us,
+                        uint64_t bytes_in, uint64_t bytes_out);
+void gw_metrics_conn(gw_metrics *m, bool inbound, int delta);
+void gw_metrics_streams(gw_metrics *m, int delta);
+/* Renders Prometheus text for the whole process into |out|. */
+int gw_metrics_render(gw_metrics *m, const gw_server *srv, bg_buf *out);
+const char *gw_route_label(gw_route_id r);
+
+/* Opens the log named by |where| ("stdout", "off", or a path); 0 or BG_ERR_IO with |eb|. */
+int gw_accesslog_new(gw_accesslog **out, const char *where, bg_errbuf *eb);
+void gw_accesslog_free(gw_accesslog *al);
+bool gw_accesslog_enabled(const gw_accesslog *al);
+void gw_accesslog_write(gw_accesslog *al, const gw_stream *s, const char *city,
+                        uint64_t latency_us, uint32_t error_code);
+
+#endif /* GW_INT_H */

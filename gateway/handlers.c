@@ -1,0 +1,298 @@
+/* gateway/handlers.c: the request pipeline. Every federated request goes through the same
+ * named stages, so that later issues slot in without rewrites:
+ *   authenticate -> parse -> route -> enforce -> forward ... record
+ * authenticate: who is calling (client certificate identity; configured peer for /fed/).
+ * route:        which city holds the dataset, next hop or local upstream, hop-list checks.
+ * enforce:      contracts and usage control (issue 3); today it allows what authenticate allowed.
+ * forward:      to the next-hop peer (/fed/v1/query) or the data-space upstream (/space/v1/query).
+ * record:       access log and metrics when the stream closes (receipts: issue 5).
+ * Operator endpoints (/healthz, /readyz, /metrics) are answered here too. */
+#include "gateway/gw_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+
+void gw_request_classify(gw_stream *s)
+{
+    const char *p = s->path;
+    size_t n = strcspn(p, "?");
+    struct {
+        const char *path;
+        gw_route_id id;
+    } table[] = {
+        {"/healthz", GW_ROUTE_HEALTHZ},     {"/readyz", GW_ROUTE_READYZ},
+        {"/metrics", GW_ROUTE_METRICS},     {"/v1/queries", GW_ROUTE_QUERIES},
+        {"/fed/v1/query", GW_ROUTE_FED_QUERY},
+    };
+    s->route = GW_ROUTE_OTHER;
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        if (strlen(table[i].path) == n && strncmp(p, table[i].path, n) == 0) {
+            s->route = table[i].id;
+            return;
+        }
+    }
+}
+
+/* ---- stages ----------------------------------------------------------------------------------- */
+
+/* authenticate (client side): a verified certificate of a city in the trust bundle, role
+ * other than "gateway". Returns true when the request may go on; otherwise it answered. */
+static bool stage_authenticate_client(gw_stream *s)
+{
+    const trust_identity *id = &s->conn->id;
+    if (!id->present) {
+        gw_stream_error(s, 403, "client_certificate_required",
+                        "this endpoint needs a client certificate issued by a city CA");
+        return false;
+    }
+    if (!id->verified || id->city[0] == 0) {
+        gw_stream_error(s, 403, "forbidden", "client identity %s is not a federation identity",
+                        id->spiffe_id[0] ? id->spiffe_id : "(none)");
+        return false;
+    }
+    if (strcmp(id->role, "gateway") == 0) {
+        gw_stream_error(s, 403, "forbidden", "gateways call /fed/v1/*, not /v1/*");
+        return false;
+    }
+    return true;
+}
+
+/* authenticate (federation side): the certificate chains to the bundle (checked at the
+ * handshake) and its SPIFFE id is exactly a configured peer's. */
+static const conf_peer *stage_authenticate_peer(gw_stream *s)
+{
+    const trust_identity *id = &s->conn->id;
+    const conf_gateway *cfg = s->conn->w->srv->cfg;
+    if (id->present && id->verified && id->spiffe_id[0] && s->conn->lst->tls) {
+        for (size_t i = 0; i < cfg->npeers; i++) {
+            if (strcmp(cfg->peers[i].spiffe_id, id->spiffe_id) == 0) {
+                return &cfg->peers[i];
+            }
+        }
+    }
+    bg_log(BG_LOG_WARN, "conn=%llu stream=%d msg=\"federation call refused\" identity=\"%s\"",
+           (unsigned long long)s->conn->conn_id, s->id, id->spiffe_id[0] ? id->spiffe_id : "-");
+    gw_stream_error(s, 403, "peer_not_allowed", "%s is not a configured peer gateway",
+                    id->spiffe_id[0] ? id->spiffe_id : "the caller");
+    return NULL;
+}
+
+/* parse: the body is a JSON object naming "dataset": "<city>/<name>"; fills s->dest. */
+static bool stage_parse(gw_stream *s)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)s->body.data, s->body.len, 0, &jerr);
+    if (root == NULL || !json_is_object(root)) {
+        gw_stream_error(s, 400, "invalid_json", "request body is not a JSON object%s%s",
+                        root == NULL ? ": " : "", root == NULL ? jerr.text : "");
+        json_decref(root);
+        return false;
+    }
+    const char *ds = json_string_value(json_object_get(root, "dataset"));
+    if (ds == NULL || route_dataset_city(ds, s->dest, sizeof(s->dest)) != 0) {
+        gw_stream_error(s, 400, "invalid_dataset",
+                        "\"dataset\" must be a string \"<city>/<name>\"");
+        json_decref(root);
+        return false;
+    }
+    json_decref(root);
+    return true;
+}
+
+/* route: hop-list checks, then own city (upstream) or the next-hop peer. */
+static bool stage_route(gw_stream *s, const conf_peer **next, char *hops_out, size_t hops_len)
+{
+    const gw_server *srv = s->conn->w->srv;
+    const char *self = srv->cfg->city;
+    int rv = route_hops_check(s->hops, self, srv->cfg->limits.max_hops);
+    if (rv == BG_ERR_LOOP) {
+        gw_stream_error(s, 508, "loop_detected", "request already passed through %s (hops: %s)",
+                        self, s->hops);
+        return false;
+    }
+    if (rv == BG_ERR_TOO_MANY_HOPS) {
+        gw_stream_error(s, 508, "too_many_hops", "hop list exceeds %u (hops: %s)",
+                        srv->cfg->limits.max_hops, s->hops);
+        return false;
+    }
+    if (rv != 0) {
+        gw_stream_error(s, 400, "bad_request", "malformed x-baygate-hops header");
+        return false;
+    }
+    if (route_hops_append(s->hops, self, hops_out, hops_len) != 0) {
+        gw_stream_error(s, 508, "too_many_hops", "hop list too long");
+        return false;
+    }
+    rv = route_table_next_hop(srv->routes, s->dest, next);
+    if (rv != 0) {
+        gw_stream_error(s, 404, "unknown_city", "no route from %s to city %s", self, s->dest);
+        return false;
+    }
+    return true;
+}
+
+/* enforce: the hook for contracts and usage control (issue 3). Authentication already
+ * decided who may call; nothing more is checked yet. */
+static bool stage_enforce(gw_stream *s)
+{
+    (void)s;
+    return true;
+}
+
+/* forward: to the next-hop peer, or to this city's data space. */
+static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
+{
+    gw_worker *w = s->conn->w;
+    if (next != NULL) {
+        size_t i = (size_t)(next - w->srv->cfg->peers);
+        gw_client_forward(w->peers[i], s, "/fed/v1/query", hops);
+        return;
+    }
+    snprintf(s->resp_route, sizeof(s->resp_route), "%s", hops);
+    if (w->upstream == NULL) {
+        gw_builtin_answer(s);
+        return;
+    }
+    gw_client_forward(w->upstream, s, "/space/v1/query", hops);
+}
+
+/* ---- operator endpoints ----------------------------------------------------------------------- */
+
+static void respond_json(gw_stream *s, int status, json_t *j)
+{
+    char *txt = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (txt == NULL) {
+        gw_stream_error(s, 500, "internal", "out of memory");
+        return;
+    }
+    size_t len = strlen(txt);
+    txt[len] = '\n'; /* json_dumps' NUL becomes the newline: we pass the length */
+    gw_stream_respond(s, status, "application/json", txt, len + 1);
+    free(txt);
+}
+
+/* readyz and metrics: anyone on a local listener, or a verified certificate of this city. */
+static bool operator_allowed(gw_stream *s)
+{
+    const trust_identity *id = &s->conn->id;
+    if (s->conn->lst->local) {
+        return true;
+    }
+    if (id->verified && strcmp(id->city, s->conn->w->srv->cfg->city) == 0) {
+        return true;
+    }
+    gw_stream_error(s, 403, "forbidden",
+                    "operator endpoints need a local listener or a certificate of city %s",
+                    s->conn->w->srv->cfg->city);
+    return false;
+}
+
+static void handle_readyz(gw_stream *s)
+{
+    gw_worker *w = s->conn->w;
+    bool ready = true;
+    json_t *peers = json_object();
+    for (size_t i = 0; i < w->npeers; i++) {
+        gw_client_state st = gw_client_get_state(w->peers[i]);
+        json_object_set_new(peers, gw_client_name(w->peers[i]),
+                            json_string(gw_client_state_name(st)));
+        ready = ready && st == GW_CLIENT_CONNECTED;
+    }
+    const char *up = "builtin";
+    if (w->upstream != NULL) {
+        gw_client_state st = gw_client_get_state(w->upstream);
+        up = gw_client_state_name(st);
+        ready = ready && st == GW_CLIENT_CONNECTED;
+    }
+    if (atomic_load(&w->srv->draining)) {
+        ready = false;
+    }
+    respond_json(s, ready ? 200 : 503,
+                 json_pack("{s:b,s:s,s:o,s:s}", "ready", ready, "city", w->srv->cfg->city,
+                           "peers", peers, "upstream", up));
+}
+
+static void handle_metrics(gw_stream *s)
+{
+    bg_buf out;
+    bg_buf_init(&out);
+    if (gw_metrics_render(s->conn->w->srv->metrics, s->conn->w->srv, &out) != 0) {
+        bg_buf_dispose(&out);
+        gw_stream_error(s, 500, "internal", "out of memory");
+        return;
+    }
+    gw_stream_respond(s, 200, "text/plain; version=0.0.4", out.data, out.len);
+    bg_buf_dispose(&out);
+}
+
+static bool method_is(const gw_stream *s, const char *m)
+{
+    return strcmp(s->method, m) == 0;
+}
+
+void gw_request_dispatch(gw_stream *s)
+{
+    gw_server *srv = s->conn->w->srv;
+    if (s->responded) {
+        return;
+    }
+    if (s->route == GW_ROUTE_OTHER) {
+        gw_stream_error(s, 404, "not_found", "no such endpoint: %s", s->path);
+        return;
+    }
+    bool want_get = s->route == GW_ROUTE_HEALTHZ || s->route == GW_ROUTE_READYZ ||
+                    s->route == GW_ROUTE_METRICS;
+    if (!method_is(s, want_get ? "GET" : "POST") && !(want_get && method_is(s, "HEAD"))) {
+        gw_stream_error(s, 405, "method_not_allowed", "%s %s: use %s", s->method, s->path,
+                        want_get ? "GET" : "POST");
+        return;
+    }
+    switch (s->route) {
+    case GW_ROUTE_HEALTHZ:
+        respond_json(s, 200, json_pack("{s:s,s:s}", "status", "ok", "city", srv->cfg->city));
+        return;
+    case GW_ROUTE_READYZ:
+        if (operator_allowed(s)) {
+            handle_readyz(s);
+        }
+        return;
+    case GW_ROUTE_METRICS:
+        if (operator_allowed(s)) {
+            handle_metrics(s);
+        }
+        return;
+    default:
+        break;
+    }
+    char hops[1100];
+    const conf_peer *next = NULL;
+    if (s->route == GW_ROUTE_QUERIES) {
+        if (!stage_authenticate_client(s)) {
+            return;
+        }
+        s->hops[0] = 0; /* a client does not choose the hop list */
+    } else if (stage_authenticate_peer(s) == NULL) {
+        return;
+    }
+    if (!stage_parse(s) || !stage_route(s, &next, hops, sizeof(hops)) || !stage_enforce(s)) {
+        return;
+    }
+    stage_forward(s, next, hops);
+}
+
+void gw_request_record(gw_stream *s, uint32_t error_code)
+{
+    gw_server *srv = s->conn->w->srv;
+    uint64_t lat = bg_now_us() - s->start_us;
+    int status = s->responded ? s->status : 0;
+    gw_metrics_request(srv->metrics, s->route, status, lat, s->bytes_in, s->bytes_out);
+    if (gw_accesslog_enabled(srv->alog)) {
+        gw_accesslog_write(srv->alog, s, srv->cfg->city, lat, error_code);
+    }
+}

@@ -1,0 +1,166 @@
+/* gateway/metrics.c: process-wide counters and histograms, updated lock-free (relaxed atomics)
+ * by every worker and rendered in the Prometheus text format on GET /metrics. */
+#include "gateway/gw_int.h"
+
+#include <stdlib.h>
+
+static const int status_codes[] = {0,   200, 201, 202, 204, 400, 403, 404, 405, 409,
+                                   413, 422, 429, 500, 502, 503, 504, 508};
+#define NSTATUS (sizeof(status_codes) / sizeof(status_codes[0]) + 1) /* + "other" */
+
+/* Upper bounds in microseconds for the latency histogram. */
+static const uint64_t buckets_us[] = {1000,   2500,   5000,    10000,   25000,   50000,  100000,
+                                      250000, 500000, 1000000, 2500000, 5000000, 10000000};
+#define NBUCKETS (sizeof(buckets_us) / sizeof(buckets_us[0]))
+
+struct gw_metrics {
+    atomic_uint_fast64_t requests[GW_ROUTE_COUNT][NSTATUS];
+    atomic_uint_fast64_t hist[GW_ROUTE_COUNT][NBUCKETS + 1];
+    atomic_uint_fast64_t hist_sum_us[GW_ROUTE_COUNT];
+    atomic_uint_fast64_t bytes_in, bytes_out;
+    atomic_int_fast64_t open_streams;
+    atomic_int_fast64_t conns_in, conns_out;
+};
+
+const char *gw_route_label(gw_route_id r)
+{
+    static const char *names[GW_ROUTE_COUNT] = {"/healthz", "/readyz", "/metrics",
+                                                "/v1/queries", "/fed/v1/query", "other"};
+    return (unsigned)r < GW_ROUTE_COUNT ? names[r] : "other";
+}
+
+int gw_metrics_new(gw_metrics **out)
+{
+    gw_metrics *m = calloc(1, sizeof(*m)); /* all-zero bits are valid zero atomics here */
+    if (m == NULL) {
+        return BG_ERR_NOMEM;
+    }
+    *out = m;
+    return 0;
+}
+
+void gw_metrics_free(gw_metrics *m)
+{
+    free(m);
+}
+
+static size_t status_index(int status)
+{
+    for (size_t i = 0; i < NSTATUS - 1; i++) {
+        if (status_codes[i] == status) {
+            return i;
+        }
+    }
+    return NSTATUS - 1;
+}
+
+void gw_metrics_request(gw_metrics *m, gw_route_id route, int status, uint64_t latency_us,
+                        uint64_t bytes_in, uint64_t bytes_out)
+{
+    size_t b = 0;
+    while (b < NBUCKETS && latency_us > buckets_us[b]) {
+        b++;
+    }
+    atomic_fetch_add_explicit(&m->requests[route][status_index(status)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->hist[route][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->hist_sum_us[route], latency_us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->bytes_in, bytes_in, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->bytes_out, bytes_out, memory_order_relaxed);
+}
+
+void gw_metrics_conn(gw_metrics *m, bool inbound, int delta)
+{
+    atomic_fetch_add_explicit(inbound ? &m->conns_in : &m->conns_out, delta, memory_order_relaxed);
+}
+
+void gw_metrics_streams(gw_metrics *m, int delta)
+{
+    atomic_fetch_add_explicit(&m->open_streams, delta, memory_order_relaxed);
+}
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+int gw_metrics_render(gw_metrics *m, const gw_server *srv, bg_buf *o)
+{
+    int rv = 0;
+    rv |= bg_buf_appendf(o, "# HELP baygate_requests_total Requests answered, by route and "
+                            "status (0: reset before a response).\n"
+                            "# TYPE baygate_requests_total counter\n");
+    for (size_t r = 0; r < GW_ROUTE_COUNT; r++) {
+        for (size_t i = 0; i < NSTATUS; i++) {
+            uint64_t v = LOAD(m->requests[r][i]);
+            if (v == 0) {
+                continue;
+            }
+            if (i == NSTATUS - 1) {
+                rv |= bg_buf_appendf(o, "baygate_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                                     gw_route_label((gw_route_id)r), (unsigned long long)v);
+            } else {
+                rv |= bg_buf_appendf(o, "baygate_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                                     gw_route_label((gw_route_id)r), status_codes[i],
+                                     (unsigned long long)v);
+            }
+        }
+    }
+    rv |= bg_buf_appendf(o, "# HELP baygate_request_duration_seconds Time from request headers "
+                            "to stream close.\n"
+                            "# TYPE baygate_request_duration_seconds histogram\n");
+    for (size_t r = 0; r < GW_ROUTE_COUNT; r++) {
+        uint64_t cum = 0;
+        for (size_t b = 0; b <= NBUCKETS; b++) {
+            cum += LOAD(m->hist[r][b]);
+            if (b < NBUCKETS) {
+                rv |= bg_buf_appendf(o,
+                                     "baygate_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                                     gw_route_label((gw_route_id)r), (double)buckets_us[b] / 1e6,
+                                     (unsigned long long)cum);
+            } else {
+                rv |= bg_buf_appendf(o,
+                                     "baygate_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                                     gw_route_label((gw_route_id)r), (unsigned long long)cum);
+            }
+        }
+        rv |= bg_buf_appendf(o, "baygate_request_duration_seconds_sum{route=\"%s\"} %.6f\n",
+                             gw_route_label((gw_route_id)r),
+                             (double)LOAD(m->hist_sum_us[r]) / 1e6);
+        rv |= bg_buf_appendf(o, "baygate_request_duration_seconds_count{route=\"%s\"} %llu\n",
+                             gw_route_label((gw_route_id)r), (unsigned long long)cum);
+    }
+    rv |= bg_buf_appendf(o, "# HELP baygate_peer_state Outbound sessions (one per worker) by "
+                            "peer and state.\n# TYPE baygate_peer_state gauge\n");
+    const conf_gateway *cfg = srv->cfg;
+    for (size_t p = 0; p <= cfg->npeers; p++) {
+        bool up = p == cfg->npeers;
+        if (up && srv->nworkers > 0 && srv->workers[0].upstream == NULL) {
+            break;
+        }
+        unsigned counts[4] = {0, 0, 0, 0};
+        for (size_t wi = 0; wi < srv->nworkers; wi++) {
+            const gw_worker *w = &srv->workers[wi];
+            const gw_client *cl = up ? w->upstream : (p < w->npeers ? w->peers[p] : NULL);
+            if (cl != NULL) {
+                counts[gw_client_get_state(cl)]++;
+            }
+        }
+        for (int st = 0; st < 4; st++) {
+            rv |= bg_buf_appendf(o, "baygate_peer_state{peer=\"%s\",state=\"%s\"} %u\n",
+                                 up ? "upstream" : cfg->peers[p].name,
+                                 gw_client_state_name((gw_client_state)st), counts[st]);
+        }
+    }
+    rv |= bg_buf_appendf(o,
+                         "# HELP baygate_open_streams Inbound HTTP/2 streams open now.\n"
+                         "# TYPE baygate_open_streams gauge\nbaygate_open_streams %lld\n"
+                         "# HELP baygate_connections Open connections.\n"
+                         "# TYPE baygate_connections gauge\n"
+                         "baygate_connections{direction=\"inbound\"} %lld\n"
+                         "baygate_connections{direction=\"outbound\"} %lld\n"
+                         "# HELP baygate_bytes_total Request/response body bytes on inbound "
+                         "streams.\n# TYPE baygate_bytes_total counter\n"
+                         "baygate_bytes_total{direction=\"in\"} %llu\n"
+                         "baygate_bytes_total{direction=\"out\"} %llu\n",
+                         (long long)LOAD(m->open_streams), (long long)LOAD(m->conns_in),
+                         (long long)LOAD(m->conns_out), (unsigned long long)LOAD(m->bytes_in),
+                         (unsigned long long)LOAD(m->bytes_out));
+    return rv != 0 ? BG_ERR_NOMEM : 0;
+}

@@ -1,0 +1,205 @@
+/* gateway/worker.c: one worker = one thread running one event_base, with its own
+ * SO_REUSEPORT listeners (the kernel spreads connections across workers), its inbound
+ * connections and its own outbound sessions to every peer and the upstream. Shutdown and drain
+ * are driven from main through an event activated across threads. */
+#include "gateway/gw_int.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "base/log.h"
+
+typedef struct gw_lctx {
+    gw_worker *w;
+    const conf_listener *lst;
+} lctx;
+
+/* evconnlistener callback: a new TCP connection on one of our listeners. */
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    lctx *lc = arg;
+    (void)l;
+    gw_conn_accept(lc->w, lc->lst, fd, sa, salen);
+}
+
+static void finish(gw_worker *w)
+{
+    event_base_loopexit(w->base, NULL);
+}
+
+static void free_listeners(gw_worker *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i] != NULL) {
+            evconnlistener_free(w->listeners[i]);
+            w->listeners[i] = NULL;
+        }
+    }
+}
+
+/* Grace period over: whatever is still open is closed now. */
+static void on_grace(evutil_socket_t fd, short what, void *arg)
+{
+    gw_worker *w = arg;
+    (void)fd;
+    (void)what;
+    bg_log(BG_LOG_WARN, "worker=%u msg=\"drain grace period over\" closing=%zu", w->idx,
+           w->nconns);
+    while (w->conns != NULL) {
+        gw_conn_free(w->conns);
+    }
+    finish(w);
+}
+
+/* Activated from the main thread (SIGTERM): stop accepting, GOAWAY, drain. */
+static void on_ctl(evutil_socket_t fd, short what, void *arg)
+{
+    gw_worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (w->draining) {
+        return;
+    }
+    w->draining = true;
+    free_listeners(w);
+    bg_log(BG_LOG_INFO, "worker=%u msg=\"draining\" connections=%zu", w->idx, w->nconns);
+    gw_conn_goaway_all(w);
+    uint32_t ms = w->srv->cfg->timeouts.shutdown_grace_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(&w->grace_ev, &tv);
+    if (w->nconns == 0) {
+        finish(w);
+    }
+}
+
+void gw_worker_conn_gone(gw_worker *w)
+{
+    if (w->draining && w->nconns == 0) {
+        finish(w);
+    }
+}
+
+void gw_worker_request_shutdown(gw_worker *w)
+{
+    event_active(&w->ctl_ev, EV_READ, 0);
+}
+
+void gw_worker_new_request_id(gw_worker *w, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int half = 0; half < 2; half++) {
+        /* splitmix64: ids must be unique, not secret */
+        uint64_t z = (w->rng += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        for (int i = 0; i < 16; i++) {
+            out[half * 16 + i] = hex[(z >> (60 - 4 * i)) & 0xf];
+        }
+    }
+    out[32] = 0;
+}
+
+int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
+{
+    const conf_gateway *cfg = srv->cfg;
+    memset(w, 0, sizeof(*w));
+    w->srv = srv;
+    w->idx = idx;
+    if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
+        w->rng = (uint64_t)time(NULL) ^ ((uint64_t)idx << 32);
+    }
+    w->base = event_base_new();
+    if (w->base == NULL) {
+        return bg_errf(eb, BG_ERR_NOMEM, "cannot create event base");
+    }
+    event_assign(&w->ctl_ev, w->base, -1, 0, on_ctl, w);
+    evtimer_assign(&w->grace_ev, w->base, on_grace, w);
+    w->listeners = calloc(cfg->nlisteners, sizeof(*w->listeners));
+    lctx *lcs = w->lctxs = calloc(cfg->nlisteners, sizeof(*lcs));
+    if (w->listeners == NULL || lcs == NULL) {
+        return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
+    }
+    w->nlisteners = cfg->nlisteners;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const conf_listener *l = &cfg->listeners[i];
+        struct addrinfo hints, *res = NULL;
+        char port[8];
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+        snprintf(port, sizeof(port), "%u", l->port);
+        int gai = getaddrinfo(l->host, port, &hints, &res);
+        if (gai != 0) {
+            return bg_errf(eb, BG_ERR_IO, "%s: listener %s: %s", cfg->path, l->address,
+                           gai_strerror(gai));
+        }
+        lcs[i].w = w;
+        lcs[i].lst = l;
+        w->listeners[i] = evconnlistener_new_bind(
+            w->base, on_accept, &lcs[i],
+            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
+                LEV_OPT_REUSEABLE_PORT,
+            1024, res->ai_addr, (int)res->ai_addrlen);
+        freeaddrinfo(res);
+        if (w->listeners[i] == NULL) {
+            return bg_errf(eb, BG_ERR_IO, "%s: listener %s: cannot bind: %s", cfg->path,
+                           l->address, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        }
+    }
+    w->npeers = cfg->npeers;
+    w->peers = calloc(cfg->npeers ? cfg->npeers : 1, sizeof(*w->peers));
+    if (w->peers == NULL) {
+        return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < cfg->npeers; i++) {
+        if (gw_client_new(&w->peers[i], w, &cfg->peers[i], NULL) != 0) {
+            return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
+        }
+    }
+    if (!cfg->upstream.builtin &&
+        gw_client_new(&w->upstream, w, NULL, &cfg->upstream.url) != 0) {
+        return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
+    }
+    return 0;
+}
+
+void gw_worker_dispose(gw_worker *w)
+{
+    while (w->conns != NULL) {
+        gw_conn_free(w->conns);
+    }
+    if (w->listeners != NULL) {
+        free_listeners(w);
+        free(w->listeners);
+        w->listeners = NULL;
+    }
+    free(w->lctxs);
+    w->lctxs = NULL;
+    for (size_t i = 0; i < w->npeers; i++) {
+        gw_client_free(w->peers[i]);
+    }
+    free(w->peers);
+    w->peers = NULL;
+    gw_client_free(w->upstream);
+    w->upstream = NULL;
+    if (w->base != NULL) {
+        event_del(&w->ctl_ev);
+        event_del(&w->grace_ev);
+        event_base_free(w->base);
+        w->base = NULL;
+    }
+}
+
+void *gw_worker_run(void *arg)
+{
+    gw_worker *w = arg;
+    event_base_dispatch(w->base);
+    bg_log(BG_LOG_INFO, "worker=%u msg=\"stopped\"", w->idx);
+    return NULL;
+}
