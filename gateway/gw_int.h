@@ -54,6 +54,7 @@ struct gw_server {
     gw_worker *workers;
     size_t nworkers;
     atomic_bool draining;
+    bool no_listeners; /* tests and fuzzing: workers bind nothing; conns come from socketpairs */
 };
 
 /* ---- worker: one thread, one loop ------------------------------------------------------- */

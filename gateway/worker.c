@@ -125,7 +125,7 @@ int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
         return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
     }
     w->nlisteners = cfg->nlisteners;
-    for (size_t i = 0; i < cfg->nlisteners; i++) {
+    for (size_t i = 0; i < cfg->nlisteners && !srv->no_listeners; i++) {
         const conf_listener *l = &cfg->listeners[i];
         struct addrinfo hints, *res = NULL;
         char port[8];

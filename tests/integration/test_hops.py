@@ -1,0 +1,67 @@
+#!/usr/bin/python3
+"""Loops and the hop bound: /fed/v1/query from a configured peer (its gateway cert as the curl
+client cert) with x-baygate-hops containing the receiving gateway's city -> 508 loop_detected; a
+list already limits.max_hops long -> 508 too_many_hops; one shorter passes."""
+import json
+
+import harness
+from harness import curl
+
+MAX_HOPS = 4
+
+
+def main(t):
+    gws = harness.federation(t, ["guangzhou", "shenzhen", "macau"],
+                             [("guangzhou", "shenzhen"), ("guangzhou", "macau")],
+                             limits={"max_hops": MAX_HOPS})
+    for c in ("guangzhou", "shenzhen", "macau"):
+        gws[c].start()
+    gz, sz = gws["guangzhou"], gws["shenzhen"]
+    crt, key = sz.gateway_cert()
+
+    def fed(hops, dataset="guangzhou/air-quality", rid=None):
+        h = ["x-baygate-hops: " + hops]
+        if rid:
+            h.append("x-request-id: " + rid)
+        return curl(t, gz.url("/fed/v1/query"), cacert=gz.bundle, cert=crt, key=key,
+                    data=json.dumps({"dataset": dataset}), headers=h)
+
+    r = fed("shenzhen")
+    t.check(r.status == 200, "control: peer shenzhen, hops 'shenzhen' -> 200", r)
+
+    r = fed("shenzhen,guangzhou", rid="loop-1")
+    t.check(r.status == 508 and r.error_code() == "loop_detected",
+            "hops 'shenzhen,guangzhou' at guangzhou -> 508 loop_detected", r)
+    r = fed("guangzhou,shenzhen")
+    t.check(r.status == 508 and r.error_code() == "loop_detected",
+            "hops 'guangzhou,shenzhen' at guangzhou -> 508 loop_detected", r)
+    r = fed("macau,guangzhou,shenzhen", dataset="macau/x")
+    t.check(r.status == 508 and r.error_code() == "loop_detected",
+            "loop detected also for a dataset that would be forwarded (macau/x)", r)
+    e = gz.log_for("loop-1")
+    t.check(e and e[0].get("status") == 508, "access log records the 508 for loop-1", e)
+
+    long_list = ",".join(["zhuhai", "foshan", "dongguan", "shenzhen", "huizhou", "jiangmen",
+                          "zhongshan", "zhaoqing"][-MAX_HOPS:])
+    r = fed(long_list)
+    t.check(r.status == 508 and r.error_code() == "too_many_hops",
+            "hop list of %d (== max_hops) -> 508 too_many_hops" % MAX_HOPS, r)
+    r = fed(long_list + ",a,b,c")
+    t.check(r.status == 508 and r.error_code() == "too_many_hops",
+            "hop list of %d (> max_hops) -> 508 too_many_hops" % (MAX_HOPS + 3), r)
+    shorter = ",".join(long_list.split(",")[1:])
+    r = fed(shorter)
+    t.check(r.status == 200, "hop list of %d (< max_hops) -> 200" % (MAX_HOPS - 1), r)
+    # forwarded on, guangzhou appends itself: macau then sees a list max_hops long
+    r = fed(shorter, dataset="macau/x")
+    t.check(r.status == 508 and r.error_code() == "too_many_hops",
+            "hop list of %d at guangzhou, forwarded to macau (+guangzhou = %d) -> 508 too_many_hops"
+            % (MAX_HOPS - 1, MAX_HOPS), r)
+
+    # the gateway still serves normally
+    r = gz.query("guangzhou/x")
+    t.check(r.status == 200, "guangzhou still serves after 508s", r)
+
+
+if __name__ == "__main__":
+    harness.run(main)

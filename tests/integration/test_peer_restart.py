@@ -1,0 +1,72 @@
+#!/usr/bin/python3
+"""Next-hop peer killed and restarted: SIGKILL shenzhen, a guangzhou query for shenzhen's data
+-> 502 peer_unavailable within timeouts.connect_ms (+ margin); /readyz turns 503 naming
+shenzhen; while shenzhen's port is a black hole (TCP accepted by the kernel, no TLS answer) the
+502 comes after about connect_ms; restart shenzhen on the same port; within 10 s queries
+succeed again."""
+import socket
+import time
+
+import harness
+
+CONNECT_MS = 1000
+MARGIN_S = 2.0
+
+
+def main(t):
+    gws = harness.federation(t, ["guangzhou", "shenzhen"], [("guangzhou", "shenzhen")],
+                             timeouts={"connect_ms": CONNECT_MS, "backoff_max_ms": 1000})
+    gz, sz = gws["guangzhou"], gws["shenzhen"]
+    sz.start()
+    gz.start()
+    t.check(gz.wait_peers(10), "guangzhou ready with shenzhen connected", gz.readyz())
+    r = gz.query("shenzhen/metro")
+    t.check(r.status == 200, "before: guangzhou -> shenzhen 200", r)
+
+    sz.kill()
+    t.log("shenzhen SIGKILLed")
+    for i in range(3):
+        r = gz.query("shenzhen/metro", timeout=20)
+        t.check(r.status == 502 and r.error_code() == "peer_unavailable"
+                and r.elapsed < CONNECT_MS / 1000.0 + MARGIN_S,
+                "peer down, try %d: 502 peer_unavailable in %.2f s (< %.1f s)"
+                % (i + 1, r.elapsed, CONNECT_MS / 1000.0 + MARGIN_S), r)
+    r = gz.query("guangzhou/own")
+    t.check(r.status == 200, "own-city queries still 200 while the peer is down", r)
+    rz = harness.wait_until(lambda: (lambda x: x if x.status == 503 else None)(gz.readyz()), 5)
+    t.check(rz and "shenzhen" in (rz.body or ""), "/readyz -> 503 naming shenzhen", rz or gz.readyz())
+
+    # black hole: a listening socket that never accepts, so the TLS handshake never completes
+    hole = socket.socket()
+    hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hole.bind(("127.0.0.1", sz.tls_port))
+    hole.listen(64)
+    # (a query may fail fast while the peer is in reconnect backoff; one that does try to
+    # connect must give up after about connect_ms)
+    waits = []
+    for i in range(4):
+        r = gz.query("shenzhen/metro", timeout=20)
+        waits.append(round(r.elapsed, 2))
+        t.check(r.status == 502 and r.error_code() == "peer_unavailable"
+                and r.elapsed < CONNECT_MS / 1000.0 + MARGIN_S,
+                "black-hole peer, try %d: 502 peer_unavailable after %.2f s (< %.1f s)"
+                % (i + 1, r.elapsed, CONNECT_MS / 1000.0 + MARGIN_S), r)
+        time.sleep(0.3)
+    t.check(max(waits) >= CONNECT_MS / 1000.0 * 0.5,
+            "   one black-hole attempt waited ~connect_ms %d before 502 (waits %s)" % (CONNECT_MS, waits))
+    hole.close()
+
+    sz.start()  # same config, same ports
+    t0 = time.monotonic()
+    r = harness.wait_until(lambda: (lambda x: x if x.status == 200 else None)(
+        gz.query("shenzhen/metro", timeout=5)), 10, 0.2)
+    took = time.monotonic() - t0
+    t.check(r, "after restart: guangzhou -> shenzhen 200 again within 10 s (%.2f s)" % took,
+            gz.query("shenzhen/metro"))
+    t.check(gz.wait_peers(10), "/readyz 200 again after the restart", gz.readyz())
+    ok = sum(1 for _ in range(5) if gz.query("shenzhen/metro").status == 200)
+    t.check(ok == 5, "5 more queries after recovery all 200 (%d)" % ok)
+
+
+if __name__ == "__main__":
+    harness.run(main)
