@@ -296,6 +296,7 @@ void conf_gateway_free(conf_gateway *cfg)
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         free(cfg->listeners[i].address);
         free(cfg->listeners[i].host);
+        free(cfg->listeners[i].client_identity);
     }
     free(cfg->listeners);
     free(cfg->tls.cert);
@@ -614,10 +615,44 @@ static bool same_host(const char *a, const char *b)
     return strcasecmp(a, b) == 0;
 }
 
+/* spiffe://<city>.gba/<role>/<id>: city [a-z][a-z0-9-]*, role [a-z]+, id [A-Za-z0-9._-]+. */
+static bool valid_client_identity(const char *s)
+{
+    static const char pre[] = "spiffe://";
+    if (strncmp(s, pre, sizeof(pre) - 1) != 0) {
+        return false;
+    }
+    const char *p = s + sizeof(pre) - 1;
+    if (!(*p >= 'a' && *p <= 'z')) {
+        return false;
+    }
+    while ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-') {
+        p++;
+    }
+    if (strncmp(p, ".gba/", 5) != 0) {
+        return false;
+    }
+    p += 5;
+    const char *role = p;
+    while (*p >= 'a' && *p <= 'z') {
+        p++;
+    }
+    if (p == role || *p != '/' || p[1] == 0) {
+        return false;
+    }
+    for (p++; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int load_listeners(loader *l, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"address", "tls", "local"};
-    yaml_node_t *v[3];
+    static const char *const keys[] = {"address", "tls", "local", "client_identity"};
+    yaml_node_t *v[4];
     yaml_node_item_t *items;
     size_t count;
     char what[64];
@@ -636,7 +671,7 @@ static int load_listeners(loader *l, const yaml_node_t *n)
         conf_listener *li = &cfg->listeners[i];
         yaml_node_t *e = item(l, items, i);
         snprintf(what, sizeof(what), "listeners[%zu]", i);
-        if ((rv = map_collect(l, e, what, keys, 3, v)) != 0) {
+        if ((rv = map_collect(l, e, what, keys, 4, v)) != 0) {
             return rv;
         }
         if (v[0] == NULL) {
@@ -674,6 +709,23 @@ static int load_listeners(loader *l, const yaml_node_t *n)
                         "listeners[%zu]: cleartext listener must be on a loopback address "
                         "(127.0.0.0/8, ::1 or localhost), not '%s'",
                         i, show(sh, sizeof(sh), li->host, strlen(li->host)));
+        }
+        if (v[3] != NULL) {
+            /* A fixed caller identity is only acceptable where no certificate can be asked
+             * for and only the local host can connect: a local cleartext listener. */
+            snprintf(what, sizeof(what), "listeners[%zu].client_identity", i);
+            if ((rv = get_str(l, v[3], what, &li->client_identity)) != 0) {
+                return rv;
+            }
+            if (li->tls) {
+                return fail(l, v[3], "%s: only allowed on a local cleartext listener (tls: false)",
+                            what);
+            }
+            if (!valid_client_identity(li->client_identity)) {
+                return fail(l, v[3], "%s: '%s' is not spiffe://<city>.gba/<role>/<id>", what,
+                            show(sh, sizeof(sh), li->client_identity,
+                                 strlen(li->client_identity)));
+            }
         }
         for (size_t j = 0; j < i; j++) {
             if (cfg->listeners[j].port == li->port && same_host(cfg->listeners[j].host, li->host)) {

@@ -540,6 +540,27 @@ static void test_conf_gateway_load_buffer_listeners(void **state)
     conf_gateway_free(cfg);
 }
 
+static void test_conf_gateway_load_buffer_client_identity(void **state)
+{
+    (void)state;
+    conf_gateway *cfg = load_ok(NOLISTEN "listeners:\n"
+                                         "  - {address: 127.0.0.1:1, tls: false, local: true,\n"
+                                         "     client_identity: spiffe://guangzhou.gba/firm/bench}\n"
+                                         "  - {address: 127.0.0.1:2}\n");
+    assert_string_equal(cfg->listeners[0].client_identity, "spiffe://guangzhou.gba/firm/bench");
+    assert_null(cfg->listeners[1].client_identity);
+    conf_gateway_free(cfg);
+    expect_fail(NOLISTEN "listeners:\n  - address: 127.0.0.1:8443\n"
+                         "    client_identity: spiffe://guangzhou.gba/firm/x\n",
+                10, "only allowed on a local cleartext listener");
+    expect_fail(NOLISTEN "listeners:\n  - address: 127.0.0.1:8443\n    tls: false\n"
+                         "    local: true\n    client_identity: spiffe://guangzhou.gba/firm\n",
+                12, "is not spiffe://<city>.gba/<role>/<id>");
+    expect_fail(NOLISTEN "listeners:\n  - address: 127.0.0.1:8443\n    tls: false\n"
+                         "    local: true\n    client_identity: https://x.gba/firm/a\n",
+                12, "is not spiffe://");
+}
+
 /* ---- peers ---- */
 
 static void test_conf_gateway_load_buffer_peers(void **state)
@@ -864,6 +885,7 @@ int main(void)
         cmocka_unit_test(test_conf_gateway_load_buffer_city),
         cmocka_unit_test(test_conf_gateway_load_buffer_log_level),
         cmocka_unit_test(test_conf_gateway_load_buffer_listeners),
+        cmocka_unit_test(test_conf_gateway_load_buffer_client_identity),
         cmocka_unit_test(test_conf_gateway_load_buffer_peers),
         cmocka_unit_test(test_conf_gateway_find_peer_lookup),
         cmocka_unit_test(test_conf_gateway_load_buffer_routes),
