@@ -45,6 +45,9 @@ struct gw_cstream {
 
 struct gw_client {
     gw_worker *w;
+    gw_gen *gen; /* referenced: |peer| and |urls| live in gen->cfg */
+    bool retiring;
+    gw_client *next_retiring; /* on w->retiring */
     const conf_peer *peer; /* NULL for the upstream */
     const conf_url *urls;
     size_t nurls;
@@ -101,6 +104,14 @@ static void set_timer(struct event *ev, uint32_t ms)
 static void schedule_flush(gw_client *cl)
 {
     event_active(&cl->flush_ev, EV_WRITE, 0);
+}
+
+static void set_state(gw_client *cl, gw_client_state st)
+{
+    int old = atomic_exchange(&cl->state, (int)st);
+    if (old != (int)st) {
+        gw_metrics_peer_state(cl->w->srv->metrics, cl->name, old, (int)st);
+    }
 }
 
 /* ---- stream lists ---------------------------------------------------------------------------- */
@@ -341,6 +352,9 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     }
     active_unlink(cl, cs);
     cstream_free(cs);
+    if (cl->retiring && cl->active == NULL) {
+        schedule_flush(cl);
+    }
     return 0;
 }
 
@@ -442,6 +456,12 @@ static void client_drop(gw_client *cl, const char *why, bool connect_failure)
     cl->goaway = false;
     cl->ping_outstanding = false;
     const conf_timeouts *to = &cl->w->srv->cfg->timeouts;
+    if (cl->retiring) {
+        fail_pending(cl, why);
+        set_state(cl, GW_CLIENT_IDLE);
+        schedule_flush(cl); /* frees it */
+        return;
+    }
     if (connect_failure && cl->url_idx + 1 < cl->nurls) {
         cl->url_idx++;
         client_connect(cl); /* fail over to the next URL; pending requests wait */
@@ -455,7 +475,7 @@ static void client_drop(gw_client *cl, const char *why, bool connect_failure)
         return;
     }
     fail_pending(cl, why);
-    atomic_store(&cl->state, GW_CLIENT_BACKOFF);
+    set_state(cl, GW_CLIENT_BACKOFF);
     set_timer(&cl->timer_ev, cl->backoff_ms);
     cl->backoff_ms = cl->backoff_ms * 2 > to->backoff_max_ms ? to->backoff_max_ms
                                                               : cl->backoff_ms * 2;
@@ -489,12 +509,32 @@ static void client_flush(gw_client *cl)
     }
 }
 
+/* A retired session with nothing left in flight leaves the worker's list and is freed. */
+static void maybe_free_retired(gw_client *cl)
+{
+    if (!cl->retiring || cl->active != NULL || cl->pending != NULL) {
+        return;
+    }
+    gw_client **pp = &cl->w->retiring;
+    while (*pp != NULL && *pp != cl) {
+        pp = &(*pp)->next_retiring;
+    }
+    if (*pp == cl) {
+        *pp = cl->next_retiring;
+    }
+    bg_log(BG_LOG_INFO, "peer=%s msg=\"retired session closed\"", cl->name);
+    gw_client_free(cl);
+}
+
+/* Deferred flush, scheduled by whoever submitted frames; also where retired sessions end,
+ * since no callback of this session is on the stack here. */
 static void on_flush_event(evutil_socket_t fd, short what, void *arg)
 {
     gw_client *cl = arg;
     (void)fd;
     (void)what;
     client_flush(cl);
+    maybe_free_retired(cl);
 }
 
 static void client_readcb(struct bufferevent *bev, void *arg)
@@ -595,7 +635,7 @@ static void client_eventcb(struct bufferevent *bev, short events, void *arg)
             client_drop(cl, "cannot create http2 session", true);
             return;
         }
-        atomic_store(&cl->state, GW_CLIENT_CONNECTED);
+        set_state(cl, GW_CLIENT_CONNECTED);
         gw_metrics_conn(cl->w->srv->metrics, false, +1);
         cl->backoff_ms = cl->w->srv->cfg->timeouts.backoff_initial_ms;
         bg_log(BG_LOG_INFO, "peer=%s url=%s msg=\"session up\"", cl->name,
@@ -608,14 +648,16 @@ static void client_eventcb(struct bufferevent *bev, short events, void *arg)
     if (events & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
         bool connecting = gw_client_get_state(cl) == GW_CLIENT_CONNECTING;
         char why[256];
+        char tls[200] = "";
         int err = EVUTIL_SOCKET_ERROR();
-        if (cl->ssl != NULL && connecting) {
-            char tls[200];
+        if (cl->ssl != NULL) {
             trust_tls_errors(tls, sizeof(tls));
-            snprintf(why, sizeof(why), "%s%s%s", tls[0] ? "tls: " : "",
-                     tls[0] ? tls : evutil_socket_error_to_string(err), "");
-        } else if (events & BEV_EVENT_EOF) {
-            snprintf(why, sizeof(why), "connection closed by peer");
+        }
+        if (tls[0]) {
+            snprintf(why, sizeof(why), "tls: %s", tls);
+        } else if ((events & BEV_EVENT_EOF) || err == 0) {
+            snprintf(why, sizeof(why), "%s", connecting ? "connection closed during handshake"
+                                                        : "connection closed by peer");
         } else {
             snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(err));
         }
@@ -671,7 +713,7 @@ static void client_connect(gw_client *cl)
     snprintf(port, sizeof(port), "%u", u->port);
     snprintf(cl->authority, sizeof(cl->authority), "%s%s%s:%u", strchr(u->host, ':') ? "[" : "",
              u->host, strchr(u->host, ':') ? "]" : "", u->port);
-    atomic_store(&cl->state, GW_CLIENT_CONNECTING);
+    set_state(cl, GW_CLIENT_CONNECTING);
     int gai = getaddrinfo(u->host, port, &hints, &res);
     if (gai != 0 || res == NULL) {
         char why[128];
@@ -720,7 +762,7 @@ static void client_connect(gw_client *cl)
     }
 }
 
-int gw_client_new(gw_client **out, gw_worker *w, const conf_peer *peer,
+int gw_client_new(gw_client **out, gw_worker *w, gw_gen *gen, const conf_peer *peer,
                   const conf_url *upstream_url)
 {
     gw_client *cl = calloc(1, sizeof(*cl));
@@ -728,6 +770,8 @@ int gw_client_new(gw_client **out, gw_worker *w, const conf_peer *peer,
         return BG_ERR_NOMEM;
     }
     cl->w = w;
+    cl->gen = gen;
+    gw_gen_ref(gen);
     cl->peer = peer;
     if (peer != NULL) {
         cl->urls = peer->urls;
@@ -740,6 +784,7 @@ int gw_client_new(gw_client **out, gw_worker *w, const conf_peer *peer,
     }
     cl->backoff_ms = w->srv->cfg->timeouts.backoff_initial_ms;
     atomic_init(&cl->state, GW_CLIENT_IDLE);
+    gw_metrics_peer_state(w->srv->metrics, cl->name, -1, GW_CLIENT_IDLE);
     evtimer_assign(&cl->timer_ev, w->base, on_timer, cl);
     evtimer_assign(&cl->ping_ev, w->base, on_ping, cl);
     event_assign(&cl->flush_ev, w->base, -1, 0, on_flush_event, cl);
@@ -777,7 +822,60 @@ void gw_client_free(gw_client *cl)
     event_del(&cl->timer_ev);
     event_del(&cl->ping_ev);
     event_del(&cl->flush_ev);
+    gw_metrics_peer_state(cl->w->srv->metrics, cl->name, atomic_load(&cl->state), -1);
+    gw_gen_unref(cl->gen);
     free(cl);
+}
+
+static bool same_url(const conf_url *a, const conf_url *b)
+{
+    return strcmp(a->text, b->text) == 0;
+}
+
+bool gw_client_same_target(const gw_client *cl, const conf_peer *peer, const conf_url *url)
+{
+    if ((cl->peer == NULL) != (peer == NULL)) {
+        return false;
+    }
+    if (peer == NULL) {
+        return same_url(&cl->urls[0], url);
+    }
+    if (strcmp(cl->peer->name, peer->name) != 0 ||
+        strcmp(cl->peer->spiffe_id, peer->spiffe_id) != 0 || cl->nurls != peer->nurls) {
+        return false;
+    }
+    for (size_t i = 0; i < cl->nurls; i++) {
+        if (!same_url(&cl->urls[i], &peer->urls[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void gw_client_rebind(gw_client *cl, gw_gen *gen, const conf_peer *peer, const conf_url *url)
+{
+    gw_gen_ref(gen);
+    gw_gen_unref(cl->gen);
+    cl->gen = gen;
+    cl->peer = peer;
+    cl->urls = peer != NULL ? peer->urls : url;
+}
+
+void gw_client_retire(gw_client *cl)
+{
+    cl->retiring = true;
+    cl->next_retiring = cl->w->retiring;
+    cl->w->retiring = cl;
+    if (gw_client_get_state(cl) == GW_CLIENT_BACKOFF) {
+        event_del(&cl->timer_ev); /* no reconnects; a connect in progress keeps its timeout */
+        set_state(cl, GW_CLIENT_IDLE);
+    }
+    bg_log(BG_LOG_INFO, "peer=%s msg=\"session retired by reload\" in_flight=%s", cl->name,
+           cl->active != NULL || cl->pending != NULL ? "yes" : "no");
+    if (cl->h2 != NULL) {
+        nghttp2_submit_goaway(cl->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    }
+    schedule_flush(cl); /* frees it when nothing is in flight */
 }
 
 void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char *hops)
@@ -845,5 +943,14 @@ void gw_cstream_consumed(gw_cstream *cs, size_t n)
     if (cl->h2 != NULL && cs->id > 0) {
         nghttp2_session_consume_stream(cl->h2, cs->id, n);
         schedule_flush(cl);
+    }
+}
+
+void gw_client_free_retiring(gw_worker *w)
+{
+    while (w->retiring != NULL) {
+        gw_client *cl = w->retiring;
+        w->retiring = cl->next_retiring;
+        gw_client_free(cl);
     }
 }

@@ -45,10 +45,28 @@ typedef enum gw_route_id {
 
 /* ---- process ---------------------------------------------------------------------------- */
 
+/* A generation of the reloadable part of the configuration: peers, routes and upstream. Shared
+ * by reference: the main thread and each worker hold one, and so does every outbound session
+ * built from it (its conf_peer lives in |cfg|), so a retired generation is freed only when its
+ * last session has finished its last stream. */
+typedef struct gw_gen {
+    conf_gateway *cfg;
+    route_table *rt;
+    bool owns_cfg; /* false for the first generation, whose cfg is the boot config */
+    atomic_uint refs;
+} gw_gen;
+
+/* Takes |rt| and, when |owns_cfg|, |cfg|; one reference for the caller. NULL on ENOMEM. */
+gw_gen *gw_gen_new(conf_gateway *cfg, route_table *rt, bool owns_cfg);
+void gw_gen_ref(gw_gen *g);
+void gw_gen_unref(gw_gen *g); /* NULL is a no-op */
+
 struct gw_server {
-    const conf_gateway *cfg; /* owned by main, outlives workers */
+    const conf_gateway *cfg; /* boot config, owned by main, outlives workers: city, listeners,
+                                TLS, timeouts, limits. Peers and routes: the worker's gen. */
     trust_tls *tls;
-    route_table *routes;
+    gw_gen *gen;          /* newest generation (main's reference); guarded by gen_mu */
+    pthread_mutex_t gen_mu;
     gw_accesslog *alog;
     gw_metrics *metrics;
     gw_worker *workers;
@@ -70,7 +88,10 @@ struct gw_worker {
     gw_client **peers; /* parallel to cfg->peers */
     size_t npeers;
     gw_client *upstream; /* NULL when the upstream is the built-in responder */
+    gw_gen *gen;         /* the generation |peers| and |upstream| were built from */
+    gw_client *retiring; /* sessions of an older generation finishing their streams */
     struct event ctl_ev; /* activated from main: shutdown requested */
+    struct event reload_ev; /* activated from main: a new generation is in srv->gen */
     struct event grace_ev;
     gw_conn *conns; /* intrusive list of inbound connections */
     size_t nconns;
@@ -86,6 +107,9 @@ void gw_worker_dispose(gw_worker *w);
 void *gw_worker_run(void *arg);
 /* Thread-safe: asks the worker to stop accepting and drain. */
 void gw_worker_request_shutdown(gw_worker *w);
+/* Thread-safe: asks the worker to adopt srv->gen (peers, routes, upstream) without dropping
+ * connections: unchanged peers keep their sessions, removed or changed ones retire. */
+void gw_worker_request_reload(gw_worker *w);
 /* Called when an inbound connection is freed, to finish a drain. */
 void gw_worker_conn_gone(gw_worker *w);
 /* Fills |out| (33 bytes) with a fresh 32-hex-digit request id. */
@@ -179,10 +203,19 @@ typedef enum gw_client_state {
 const char *gw_client_state_name(gw_client_state st);
 
 /* Creates an outbound session manager for |peer| (or the upstream when |peer| is NULL, using
- * |upstream_url|) and starts connecting. */
-int gw_client_new(gw_client **out, gw_worker *w, const conf_peer *peer,
+ * |upstream_url|), both borrowed from |gen| (which it references), and starts connecting. */
+int gw_client_new(gw_client **out, gw_worker *w, gw_gen *gen, const conf_peer *peer,
                   const conf_url *upstream_url);
 void gw_client_free(gw_client *cl);
+/* True when |cl| talks to exactly |peer|'s URLs and identity (|peer| NULL: |url|). */
+bool gw_client_same_target(const gw_client *cl, const conf_peer *peer, const conf_url *url);
+/* Moves |cl| onto |gen|'s copy of its target (same_target() was true). */
+void gw_client_rebind(gw_client *cl, gw_gen *gen, const conf_peer *peer, const conf_url *url);
+/* Takes |cl| out of service: no new streams; it frees itself (and leaves w->retiring) once
+ * its in-flight streams end, or at once when it has none. */
+void gw_client_retire(gw_client *cl);
+/* Frees every retired session of |w| now (worker shutdown). */
+void gw_client_free_retiring(gw_worker *w);
 gw_client_state gw_client_get_state(const gw_client *cl);
 const char *gw_client_name(const gw_client *cl);
 
@@ -214,8 +247,10 @@ void gw_metrics_request(gw_metrics *m, gw_route_id route, int status, uint64_t l
                         uint64_t bytes_in, uint64_t bytes_out);
 void gw_metrics_conn(gw_metrics *m, bool inbound, int delta);
 void gw_metrics_streams(gw_metrics *m, int delta);
+/* Outbound session |peer| moved from state |from| to |to| (-1: created / removed). */
+void gw_metrics_peer_state(gw_metrics *m, const char *peer, int from, int to);
 /* Renders Prometheus text for the whole process into |out|. */
-int gw_metrics_render(gw_metrics *m, const gw_server *srv, bg_buf *out);
+int gw_metrics_render(gw_metrics *m, bg_buf *out);
 const char *gw_route_label(gw_route_id r);
 
 /* Opens the log named by |where| ("stdout", "off", or a path); 0 or BG_ERR_IO with |eb|. */

@@ -67,7 +67,7 @@ static bool stage_authenticate_client(gw_stream *s)
 static const conf_peer *stage_authenticate_peer(gw_stream *s)
 {
     const trust_identity *id = &s->conn->id;
-    const conf_gateway *cfg = s->conn->w->srv->cfg;
+    const conf_gateway *cfg = s->conn->w->gen->cfg;
     if (id->present && id->verified && id->spiffe_id[0] && s->conn->lst->tls) {
         for (size_t i = 0; i < cfg->npeers; i++) {
             if (strcmp(cfg->peers[i].spiffe_id, id->spiffe_id) == 0) {
@@ -128,7 +128,7 @@ static bool stage_route(gw_stream *s, const conf_peer **next, char *hops_out, si
         gw_stream_error(s, 508, "too_many_hops", "hop list too long");
         return false;
     }
-    rv = route_table_next_hop(srv->routes, s->dest, next);
+    rv = route_table_next_hop(s->conn->w->gen->rt, s->dest, next);
     if (rv != 0) {
         gw_stream_error(s, 404, "unknown_city", "no route from %s to city %s", self, s->dest);
         return false;
@@ -149,13 +149,17 @@ static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
 {
     gw_worker *w = s->conn->w;
     if (next != NULL) {
-        size_t i = (size_t)(next - w->srv->cfg->peers);
+        size_t i = (size_t)(next - w->gen->cfg->peers);
         gw_client_forward(w->peers[i], s, "/fed/v1/query", hops);
         return;
     }
     snprintf(s->resp_route, sizeof(s->resp_route), "%s", hops);
-    if (w->upstream == NULL) {
+    if (w->gen->cfg->upstream.builtin) {
         gw_builtin_answer(s);
+        return;
+    }
+    if (w->upstream == NULL) {
+        gw_stream_error(s, 502, "upstream_unavailable", "no upstream session (out of memory)");
         return;
     }
     gw_client_forward(w->upstream, s, "/space/v1/query", hops);
@@ -222,7 +226,7 @@ static void handle_metrics(gw_stream *s)
 {
     bg_buf out;
     bg_buf_init(&out);
-    if (gw_metrics_render(s->conn->w->srv->metrics, s->conn->w->srv, &out) != 0) {
+    if (gw_metrics_render(s->conn->w->srv->metrics, &out) != 0) {
         bg_buf_dispose(&out);
         gw_stream_error(s, 500, "internal", "out of memory");
         return;

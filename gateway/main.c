@@ -87,6 +87,88 @@ static int probe_listeners(const conf_gateway *cfg, bg_errbuf *eb)
     return 0;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* What a reload cannot change without a restart; NULL when |n| differs from |o| only in
+ * peers, routes and upstream. */
+static const char *reload_blocker(const conf_gateway *o, const conf_gateway *n)
+{
+    if (strcmp(o->city, n->city) != 0) {
+        return "city";
+    }
+    if (o->workers != n->workers) {
+        return "workers";
+    }
+    if (o->nlisteners != n->nlisteners) {
+        return "listeners";
+    }
+    for (size_t i = 0; i < o->nlisteners; i++) {
+        const conf_listener *a = &o->listeners[i], *b = &n->listeners[i];
+        if (strcmp(a->address, b->address) != 0 || a->tls != b->tls || a->local != b->local ||
+            !same_str(a->client_identity, b->client_identity)) {
+            return "listeners";
+        }
+    }
+    if (strcmp(o->tls.cert, n->tls.cert) != 0 || strcmp(o->tls.key, n->tls.key) != 0 ||
+        strcmp(o->tls.trust_bundle, n->tls.trust_bundle) != 0) {
+        return "tls";
+    }
+    if (memcmp(&o->timeouts, &n->timeouts, sizeof(o->timeouts)) != 0) {
+        return "timeouts";
+    }
+    if (memcmp(&o->limits, &n->limits, sizeof(o->limits)) != 0) {
+        return "limits";
+    }
+    if (!same_str(o->ledger_path, n->ledger_path) || !same_str(o->access_log, n->access_log) ||
+        !same_str(o->log_level, n->log_level)) {
+        return "ledger, access_log or log_level";
+    }
+    return NULL;
+}
+
+/* SIGHUP: re-read the file; if only peers, routes or upstream changed, hand every worker the
+ * new generation (existing connections stay up). Anything else: keep running as is, and say
+ * what needs a restart. */
+static void reload(gw_server *srv, const char *path)
+{
+    conf_gateway *ncfg = NULL;
+    route_table *nrt = NULL;
+    bg_errbuf eb = {{0}};
+    if (conf_gateway_load(&ncfg, path, &eb) != 0 || route_table_new(&nrt, ncfg, &eb) != 0) {
+        bg_log(BG_LOG_ERROR, "msg=\"SIGHUP: new configuration invalid, keeping the running one\" "
+                             "detail=\"%s\"", eb.msg);
+        conf_gateway_free(ncfg);
+        return;
+    }
+    const char *blocker = reload_blocker(srv->cfg, ncfg);
+    if (blocker != NULL) {
+        bg_log(BG_LOG_ERROR, "msg=\"SIGHUP: '%s' changed; only peers, routes and upstream reload "
+                             "live, restart to apply; keeping the running configuration\"", blocker);
+        route_table_free(nrt);
+        conf_gateway_free(ncfg);
+        return;
+    }
+    gw_gen *g = gw_gen_new(ncfg, nrt, true);
+    if (g == NULL) {
+        route_table_free(nrt);
+        conf_gateway_free(ncfg);
+        return;
+    }
+    pthread_mutex_lock(&srv->gen_mu);
+    gw_gen *old = srv->gen;
+    srv->gen = g;
+    pthread_mutex_unlock(&srv->gen_mu);
+    gw_gen_unref(old);
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        gw_worker_request_reload(&srv->workers[i]);
+    }
+    bg_log(BG_LOG_INFO, "msg=\"SIGHUP: reloading\" peers=%zu routes=%zu upstream=%s", ncfg->npeers,
+           ncfg->nroutes, ncfg->upstream.builtin ? "builtin" : ncfg->upstream.url.text);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -150,7 +232,15 @@ int main(int argc, char **argv)
     memset(&srv, 0, sizeof(srv));
     srv.cfg = cfg;
     srv.tls = tls;
-    srv.routes = rt;
+    srv.gen = gw_gen_new(cfg, rt, false);
+    if (srv.gen == NULL) {
+        route_table_free(rt);
+        trust_tls_free(tls);
+        conf_gateway_free(cfg);
+        return 1;
+    }
+    rt = NULL; /* owned by the generation now */
+    pthread_mutex_init(&srv.gen_mu, NULL);
     atomic_init(&srv.draining, false);
     if (evthread_use_pthreads() != 0 || gw_metrics_new(&srv.metrics) != 0 ||
         gw_accesslog_new(&srv.alog, cfg->access_log, &eb) != 0 ||
@@ -200,18 +290,7 @@ int main(int argc, char **argv)
             continue;
         }
         if (sig == SIGHUP) {
-            /* Reload is not in place yet: see docs/architecture.md ("Reload"). We validate
-             * the file so an operator learns at once whether a restart would succeed. */
-            conf_gateway *ncfg = NULL;
-            bg_errbuf reb = {{0}};
-            if (conf_gateway_load(&ncfg, path, &reb) != 0) {
-                bg_log(BG_LOG_ERROR, "msg=\"SIGHUP: new configuration invalid, keeping the "
-                                     "running one\" detail=\"%s\"", reb.msg);
-            } else {
-                bg_log(BG_LOG_WARN, "msg=\"SIGHUP: configuration is valid; live reload of peers "
-                                    "and routes is not supported yet, restart to apply\"");
-                conf_gateway_free(ncfg);
-            }
+            reload(&srv, path);
             continue;
         }
         bg_log(BG_LOG_INFO, "msg=\"%s: draining\" grace_ms=%u", sig == SIGINT ? "SIGINT" : "SIGTERM",
@@ -236,7 +315,8 @@ out_workers:
 out:
     gw_accesslog_free(srv.alog);
     gw_metrics_free(srv.metrics);
-    route_table_free(rt);
+    gw_gen_unref(srv.gen);
+    pthread_mutex_destroy(&srv.gen_mu);
     trust_tls_free(tls);
     conf_gateway_free(cfg);
     return status;

@@ -2,7 +2,9 @@
  * by every worker and rendered in the Prometheus text format on GET /metrics. */
 #include "gateway/gw_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const int status_codes[] = {0,   200, 201, 202, 204, 400, 403, 404, 405, 409,
                                    413, 422, 429, 500, 502, 503, 504, 508};
@@ -13,7 +15,19 @@ static const uint64_t buckets_us[] = {1000,   2500,   5000,    10000,   25000,  
                                       250000, 500000, 1000000, 2500000, 5000000, 10000000};
 #define NBUCKETS (sizeof(buckets_us) / sizeof(buckets_us[0]))
 
+#define MAX_PEER_NAMES 512
+
+/* Outbound session states by target name; names are added under |mu| and never removed (a
+ * peer dropped by reload keeps reporting zeros), so readers need the lock only for the count. */
+typedef struct peer_gauge {
+    char name[64];
+    atomic_int_fast64_t count[4];
+} peer_gauge;
+
 struct gw_metrics {
+    pthread_mutex_t mu;
+    peer_gauge peers[MAX_PEER_NAMES];
+    size_t npeers;
     atomic_uint_fast64_t requests[GW_ROUTE_COUNT][NSTATUS];
     atomic_uint_fast64_t hist[GW_ROUTE_COUNT][NBUCKETS + 1];
     atomic_uint_fast64_t hist_sum_us[GW_ROUTE_COUNT];
@@ -35,13 +49,43 @@ int gw_metrics_new(gw_metrics **out)
     if (m == NULL) {
         return BG_ERR_NOMEM;
     }
+    pthread_mutex_init(&m->mu, NULL);
     *out = m;
     return 0;
 }
 
 void gw_metrics_free(gw_metrics *m)
 {
+    if (m != NULL) {
+        pthread_mutex_destroy(&m->mu);
+    }
     free(m);
+}
+
+void gw_metrics_peer_state(gw_metrics *m, const char *peer, int from, int to)
+{
+    peer_gauge *g = NULL;
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->npeers; i++) {
+        if (strcmp(m->peers[i].name, peer) == 0) {
+            g = &m->peers[i];
+            break;
+        }
+    }
+    if (g == NULL && m->npeers < MAX_PEER_NAMES) {
+        g = &m->peers[m->npeers++];
+        snprintf(g->name, sizeof(g->name), "%s", peer);
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (g == NULL) {
+        return;
+    }
+    if (from >= 0 && from < 4) {
+        atomic_fetch_sub_explicit(&g->count[from], 1, memory_order_relaxed);
+    }
+    if (to >= 0 && to < 4) {
+        atomic_fetch_add_explicit(&g->count[to], 1, memory_order_relaxed);
+    }
 }
 
 static size_t status_index(int status)
@@ -80,7 +124,7 @@ void gw_metrics_streams(gw_metrics *m, int delta)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-int gw_metrics_render(gw_metrics *m, const gw_server *srv, bg_buf *o)
+int gw_metrics_render(gw_metrics *m, bg_buf *o)
 {
     int rv = 0;
     rv |= bg_buf_appendf(o, "# HELP baygate_requests_total Requests answered, by route and "
@@ -128,24 +172,14 @@ int gw_metrics_render(gw_metrics *m, const gw_server *srv, bg_buf *o)
     }
     rv |= bg_buf_appendf(o, "# HELP baygate_peer_state Outbound sessions (one per worker) by "
                             "peer and state.\n# TYPE baygate_peer_state gauge\n");
-    const conf_gateway *cfg = srv->cfg;
-    for (size_t p = 0; p <= cfg->npeers; p++) {
-        bool up = p == cfg->npeers;
-        if (up && srv->nworkers > 0 && srv->workers[0].upstream == NULL) {
-            break;
-        }
-        unsigned counts[4] = {0, 0, 0, 0};
-        for (size_t wi = 0; wi < srv->nworkers; wi++) {
-            const gw_worker *w = &srv->workers[wi];
-            const gw_client *cl = up ? w->upstream : (p < w->npeers ? w->peers[p] : NULL);
-            if (cl != NULL) {
-                counts[gw_client_get_state(cl)]++;
-            }
-        }
+    pthread_mutex_lock(&m->mu);
+    size_t npeers = m->npeers;
+    pthread_mutex_unlock(&m->mu);
+    for (size_t p = 0; p < npeers; p++) {
         for (int st = 0; st < 4; st++) {
-            rv |= bg_buf_appendf(o, "baygate_peer_state{peer=\"%s\",state=\"%s\"} %u\n",
-                                 up ? "upstream" : cfg->peers[p].name,
-                                 gw_client_state_name((gw_client_state)st), counts[st]);
+            rv |= bg_buf_appendf(o, "baygate_peer_state{peer=\"%s\",state=\"%s\"} %lld\n",
+                                 m->peers[p].name, gw_client_state_name((gw_client_state)st),
+                                 (long long)LOAD(m->peers[p].count[st]));
         }
     }
     rv |= bg_buf_appendf(o,

@@ -88,6 +88,116 @@ void gw_worker_request_shutdown(gw_worker *w)
     event_active(&w->ctl_ev, EV_READ, 0);
 }
 
+void gw_worker_request_reload(gw_worker *w)
+{
+    event_active(&w->reload_ev, EV_READ, 0);
+}
+
+gw_gen *gw_gen_new(conf_gateway *cfg, route_table *rt, bool owns_cfg)
+{
+    gw_gen *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        return NULL;
+    }
+    g->cfg = cfg;
+    g->rt = rt;
+    g->owns_cfg = owns_cfg;
+    atomic_init(&g->refs, 1);
+    return g;
+}
+
+void gw_gen_ref(gw_gen *g)
+{
+    atomic_fetch_add(&g->refs, 1);
+}
+
+void gw_gen_unref(gw_gen *g)
+{
+    if (g == NULL || atomic_fetch_sub(&g->refs, 1) != 1) {
+        return;
+    }
+    route_table_free(g->rt);
+    if (g->owns_cfg) {
+        conf_gateway_free(g->cfg);
+    }
+    free(g);
+}
+
+/* Builds this worker's sessions for |g|: sessions whose target is unchanged move over (their
+ * connections and in-flight streams untouched), new targets get new sessions, and the rest
+ * retire once their streams end. Called at init (old set empty) and on reload. */
+static int adopt_gen(gw_worker *w, gw_gen *g)
+{
+    const conf_gateway *cfg = g->cfg;
+    gw_client **peers = calloc(cfg->npeers ? cfg->npeers : 1, sizeof(*peers));
+    if (peers == NULL) {
+        return BG_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < cfg->npeers; i++) {
+        for (size_t j = 0; j < w->npeers; j++) {
+            if (w->peers[j] != NULL &&
+                gw_client_same_target(w->peers[j], &cfg->peers[i], NULL)) {
+                peers[i] = w->peers[j];
+                w->peers[j] = NULL;
+                gw_client_rebind(peers[i], g, &cfg->peers[i], NULL);
+                break;
+            }
+        }
+        if (peers[i] == NULL && gw_client_new(&peers[i], w, g, &cfg->peers[i], NULL) != 0) {
+            for (size_t k = 0; k < i; k++) {
+                gw_client_free(peers[k]);
+            }
+            free(peers);
+            return BG_ERR_NOMEM;
+        }
+    }
+    gw_client *up = NULL;
+    if (!cfg->upstream.builtin) {
+        if (w->upstream != NULL && gw_client_same_target(w->upstream, NULL, &cfg->upstream.url)) {
+            up = w->upstream;
+            w->upstream = NULL;
+            gw_client_rebind(up, g, NULL, &cfg->upstream.url);
+        } else if (gw_client_new(&up, w, g, NULL, &cfg->upstream.url) != 0) {
+            up = NULL; /* requests to the upstream answer 502 until the next reload */
+        }
+    }
+    for (size_t j = 0; j < w->npeers; j++) {
+        if (w->peers[j] != NULL) {
+            gw_client_retire(w->peers[j]);
+        }
+    }
+    if (w->upstream != NULL) {
+        gw_client_retire(w->upstream);
+    }
+    free(w->peers);
+    w->peers = peers;
+    w->npeers = cfg->npeers;
+    w->upstream = up;
+    gw_gen_ref(g);
+    gw_gen_unref(w->gen);
+    w->gen = g;
+    return 0;
+}
+
+/* Activated from main after SIGHUP installed a new generation. */
+static void on_reload(evutil_socket_t fd, short what, void *arg)
+{
+    gw_worker *w = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->srv->gen_mu);
+    gw_gen *g = w->srv->gen;
+    gw_gen_ref(g);
+    pthread_mutex_unlock(&w->srv->gen_mu);
+    if (g != w->gen) {
+        int rv = adopt_gen(w, g);
+        bg_log(rv == 0 ? BG_LOG_INFO : BG_LOG_ERROR,
+               "worker=%u msg=\"reload %s\" peers=%zu", w->idx,
+               rv == 0 ? "applied" : "failed, keeping the previous peers", w->npeers);
+    }
+    gw_gen_unref(g);
+}
+
 void gw_worker_new_request_id(gw_worker *w, char *out)
 {
     static const char hex[] = "0123456789abcdef";
@@ -118,6 +228,7 @@ int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
         return bg_errf(eb, BG_ERR_NOMEM, "cannot create event base");
     }
     event_assign(&w->ctl_ev, w->base, -1, 0, on_ctl, w);
+    event_assign(&w->reload_ev, w->base, -1, 0, on_reload, w);
     evtimer_assign(&w->grace_ev, w->base, on_grace, w);
     w->listeners = calloc(cfg->nlisteners, sizeof(*w->listeners));
     lctx *lcs = w->lctxs = calloc(cfg->nlisteners, sizeof(*lcs));
@@ -152,18 +263,7 @@ int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
                            l->address, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         }
     }
-    w->npeers = cfg->npeers;
-    w->peers = calloc(cfg->npeers ? cfg->npeers : 1, sizeof(*w->peers));
-    if (w->peers == NULL) {
-        return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < cfg->npeers; i++) {
-        if (gw_client_new(&w->peers[i], w, &cfg->peers[i], NULL) != 0) {
-            return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
-        }
-    }
-    if (!cfg->upstream.builtin &&
-        gw_client_new(&w->upstream, w, NULL, &cfg->upstream.url) != 0) {
+    if (adopt_gen(w, srv->gen) != 0) {
         return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
     }
     return 0;
@@ -188,8 +288,12 @@ void gw_worker_dispose(gw_worker *w)
     w->peers = NULL;
     gw_client_free(w->upstream);
     w->upstream = NULL;
+    gw_client_free_retiring(w);
+    gw_gen_unref(w->gen);
+    w->gen = NULL;
     if (w->base != NULL) {
         event_del(&w->ctl_ev);
+        event_del(&w->reload_ev);
         event_del(&w->grace_ev);
         event_base_free(w->base);
         w->base = NULL;

@@ -8,8 +8,8 @@ check passed, 1 otherwise; the temp dir is removed on success and kept (path pri
 failure.
 
 Binaries come from $BAYGATE_BIN_DIR (set by ctest to <build>/gateway) or argv[1]:
-<dir>/baygate and <dir>/baygatectl. Certificates are made with `baygatectl certs`; while that
-does not exist yet the openssl CLI stands in (temporary; a warning is printed).
+<dir>/baygate and <dir>/baygatectl. Certificates are made with `baygatectl certs` (or copied
+from the integration_pki fixture's $BAYGATE_IT_PKI, which made them the same way).
 Everything listens on 127.0.0.1 with ports found by binding port 0.
 """
 import json
@@ -95,12 +95,16 @@ class TestCtx:
 
     def check(self, cond, what, detail=""):
         self.nchecks += 1
-        if cond:
-            print("  ok  %s" % what, flush=True)
-        else:
-            print("FAIL  %s%s" % (what, ("\n        " + str(detail).replace("\n", "\n        "))
-                                  if detail != "" else ""), flush=True)
+        if not cond:
             self.failures.append(what)
+        try:
+            if cond:
+                print("  ok  %s" % what, flush=True)
+            else:
+                print("FAIL  %s%s" % (what, ("\n        " + str(detail).replace("\n", "\n        "))
+                                      if detail != "" else ""), flush=True)
+        except (BrokenPipeError, OSError):
+            pass  # stdout gone (e.g. piped to head): keep going so clean-up still runs
         return bool(cond)
 
     def require(self, cond, what, detail=""):
@@ -172,8 +176,8 @@ class Certs:
         os.makedirs(root, exist_ok=True)
         self.use_ctl = os.access(baygatectl_bin(), os.X_OK)
         if not self.use_ctl:
-            print("  !!  %s missing: TEMPORARY openssl stand-in for certificates"
-                  % baygatectl_bin(), flush=True)
+            raise TestFailed("%s missing: certificates come from `baygatectl certs`"
+                             % baygatectl_bin())
 
     def _run(self, argv):
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -190,16 +194,8 @@ class Certs:
         shared = os.environ.get("BAYGATE_IT_PKI")
         if shared and os.path.exists(os.path.join(shared, city, "clients", "%s-admin.key" % city)):
             shutil.copytree(os.path.join(shared, city), d)  # made by the fixture step
-        elif self.use_ctl:
-            self._run([baygatectl_bin(), "certs", "city", "--city", city, "--dir", d])
         else:
-            os.makedirs(os.path.join(d, "clients"), exist_ok=True)
-            self._ossl_ca(city, os.path.join(d, "ca.crt"), os.path.join(d, "ca.key"))
-            self.issue(d, "spiffe://%s.gba/gateway" % city, os.path.join(d, "gateway"),
-                       server=True)
-            for role in ("firm", "regulator", "admin"):
-                self.issue(d, "spiffe://%s.gba/%s" % (city, role),
-                           os.path.join(d, "clients", "%s-%s" % (city, role)))
+            self._run([baygatectl_bin(), "certs", "city", "--city", city, "--dir", d])
         for f in ("ca.crt", "ca.key", "gateway.crt", "gateway.key", "clients/%s-firm.crt" % city,
                   "clients/%s-firm.key" % city, "clients/%s-admin.crt" % city):
             if not os.path.exists(os.path.join(d, f)):
@@ -210,11 +206,8 @@ class Certs:
         """A lone CA (e.g. an untrusted one) in |d|."""
         os.makedirs(d, exist_ok=True)
         crt, key = os.path.join(d, "ca.crt"), os.path.join(d, "ca.key")
-        if self.use_ctl:
-            self._run([baygatectl_bin(), "certs", "ca", "--city", city, "--out-cert", crt,
-                       "--out-key", key])
-        else:
-            self._ossl_ca(city, crt, key)
+        self._run([baygatectl_bin(), "certs", "ca", "--city", city, "--out-cert", crt,
+                   "--out-key", key])
         return d
 
     def issue(self, ca_dir, spiffe, out_base, server=False, days=None, not_before_offset=None):
@@ -222,66 +215,20 @@ class Certs:
         ca_crt, ca_key = os.path.join(ca_dir, "ca.crt"), os.path.join(ca_dir, "ca.key")
         crt, key = out_base + ".crt", out_base + ".key"
         os.makedirs(os.path.dirname(crt), exist_ok=True)
-        if self.use_ctl:
-            argv = [baygatectl_bin(), "certs", "issue", "--ca-cert", ca_crt, "--ca-key", ca_key,
-                    "--spiffe", spiffe, "--out-cert", crt, "--out-key", key]
-            if server:
-                argv.append("--server")
-            if days is not None:
-                argv += ["--days", str(days)]
-            if not_before_offset is not None:
-                argv += ["--not-before-offset", str(not_before_offset)]
-            self._run(argv)
-        else:
-            self._ossl_issue(ca_crt, ca_key, spiffe, crt, key, server, days or 365,
-                             not_before_offset or 0)
+        argv = [baygatectl_bin(), "certs", "issue", "--ca-cert", ca_crt, "--ca-key", ca_key,
+                "--spiffe", spiffe, "--out-cert", crt, "--out-key", key]
+        if server:
+            argv.append("--server")
+        if days is not None:
+            argv += ["--days", str(days)]
+        if not_before_offset is not None:
+            argv += ["--not-before-offset", str(not_before_offset)]
+        self._run(argv)
         return crt, key
 
     def bundle(self, out, ca_crts):
-        if self.use_ctl:
-            self._run([baygatectl_bin(), "certs", "bundle", "--out", out] + list(ca_crts))
-        else:
-            with open(out, "w") as f:
-                for c in ca_crts:
-                    with open(c) as g:
-                        f.write(g.read())
+        self._run([baygatectl_bin(), "certs", "bundle", "--out", out] + list(ca_crts))
         return out
-
-    # --- temporary openssl stand-in ---------------------------------------------------------
-    def _ossl_ca(self, city, crt, key):
-        self._run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                   "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt, "-days",
-                   "365", "-subj", "/CN=%s city CA" % city, "-addext",
-                   "basicConstraints=critical,CA:TRUE", "-addext",
-                   "keyUsage=critical,keyCertSign,cRLSign", "-addext",
-                   "subjectAltName=URI:spiffe://%s.gba" % city])
-
-    def _ossl_issue(self, ca_crt, ca_key, spiffe, crt, key, server, days, nb_off):
-        tmp = tempfile.mkdtemp(dir=self.root)
-        csr = os.path.join(tmp, "req.csr")
-        self._run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                   "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj",
-                   "/CN=%s" % spiffe[len("spiffe://"):].replace("/", " ")])
-        san = "URI:" + spiffe + (",DNS:localhost,IP:127.0.0.1,IP:::1" if server else "")
-        eku = "serverAuth,clientAuth" if server else "clientAuth"
-        conf = os.path.join(tmp, "ca.cnf")
-        with open(conf, "w") as f:
-            f.write("[ca]\ndefault_ca=c\n[c]\ndatabase=%s/index\nnew_certs_dir=%s\nserial=%s/serial\n"
-                    "default_md=sha256\npolicy=p\ncopy_extensions=none\nunique_subject=no\n"
-                    "[p]\ncommonName=supplied\n[ext]\nbasicConstraints=critical,CA:FALSE\n"
-                    "keyUsage=critical,digitalSignature\nextendedKeyUsage=%s\n"
-                    "subjectAltName=%s\n" % (tmp, tmp, tmp, eku, san))
-        open(os.path.join(tmp, "index"), "w").close()
-        with open(os.path.join(tmp, "serial"), "w") as f:
-            f.write("%032x\n" % int.from_bytes(os.urandom(15), "big"))
-        fmt = "%Y%m%d%H%M%SZ"
-        nb = time.time() + nb_off
-        na = nb + days * 86400
-        self._run(["openssl", "ca", "-batch", "-config", conf, "-extensions", "ext", "-in", csr,
-                   "-out", crt, "-cert", ca_crt, "-keyfile", ca_key, "-notext", "-startdate",
-                   time.strftime(fmt, time.gmtime(nb)), "-enddate",
-                   time.strftime(fmt, time.gmtime(na))])
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,11 +331,22 @@ def curl(t, url, *, cacert=None, cert=None, key=None, data=None, data_file=None,
 # Processes
 
 
+def _die_with_parent():
+    """preexec_fn: the child gets SIGTERM when the test process dies (ctest timeout, SIGPIPE),
+    so no gateway outlives its test."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class Proc:
     """A child process with a name, its output in files, stopped by TestCtx.cleanup()."""
 
-    def __init__(self, t, name, argv, cwd=None, check_exit=False):
+    def __init__(self, t, name, argv, cwd=None, check_exit=False, env=None):
         self.t, self.name, self.argv, self.cwd = t, name, argv, cwd
+        self.env = env  # None: inherit
         self.check_exit = check_exit  # a gateway: fail on signal death / non-zero exit
         self.p = None
         self.out_path = t.path("%s.stdout" % name)
@@ -405,7 +363,8 @@ class Proc:
         self.cur_err_path = self.err_path + suffix
         self.cur_out_path = self.out_path + suffix
         self.p = subprocess.Popen(self.argv, stdout=self.out, stderr=self.err, cwd=self.cwd,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                  env=self.env)
         self.stopped = False
         self.expected_death = False
         if self not in self.t.procs:
@@ -545,7 +504,8 @@ class Gateway(Proc):
     relative: gateway.crt, ../trust-bundle.pem) and its access log is access.log there."""
 
     def __init__(self, t, city, *, local=True, client_identity=None, upstream="builtin",
-                 workers=1, timeouts=None, limits=None, access_log="access.log", extra_yaml=""):
+                 workers=1, timeouts=None, limits=None, access_log="access.log", extra_yaml="",
+                 env=None):
         self.city = city
         self.dir = t.certs.city(city)
         self.tls_port = free_port()
@@ -563,7 +523,7 @@ class Gateway(Proc):
         self.config_path = os.path.join(self.dir, "%s.yaml" % city)
         self.bundle = os.path.join(t.certs.root, "trust-bundle.pem")
         super().__init__(t, "gw-%s" % city, [baygate_bin(), "--config", self.config_path],
-                         check_exit=True)
+                         check_exit=True, env=env)
 
     # -- config
     def yaml(self):

@@ -37,9 +37,9 @@ def main():
             return c
 
     t = T()
-    certs = harness.Certs(t, root)
-    t.check(certs.use_ctl, "baygatectl present at %s" % harness.baygatectl_bin())
     try:
+        certs = harness.Certs(t, root)
+        t.check(certs.use_ctl, "baygatectl present at %s" % harness.baygatectl_bin())
         for c in CITIES:
             d = certs.city(c)
             for f in ("ca.key", "gateway.key", "clients/%s-firm.key" % c):

@@ -25,8 +25,10 @@ def main(t):
 
     sz.kill()
     t.log("shenzhen SIGKILLed")
+    messages = []
     for i in range(3):
         r = gz.query("shenzhen/metro", timeout=20)
+        messages.append(((r.json() or {}).get("error") or {}).get("message", ""))
         t.check(r.status == 502 and r.error_code() == "peer_unavailable"
                 and r.elapsed < CONNECT_MS / 1000.0 + MARGIN_S,
                 "peer down, try %d: 502 peer_unavailable in %.2f s (< %.1f s)"
@@ -46,6 +48,7 @@ def main(t):
     waits = []
     for i in range(4):
         r = gz.query("shenzhen/metro", timeout=20)
+        messages.append(((r.json() or {}).get("error") or {}).get("message", ""))
         waits.append(round(r.elapsed, 2))
         t.check(r.status == 502 and r.error_code() == "peer_unavailable"
                 and r.elapsed < CONNECT_MS / 1000.0 + MARGIN_S,
@@ -55,6 +58,10 @@ def main(t):
     t.check(max(waits) >= CONNECT_MS / 1000.0 * 0.5,
             "   one black-hole attempt waited ~connect_ms %d before 502 (waits %s)" % (CONNECT_MS, waits))
     hole.close()
+    t.log("502 messages: %s" % sorted(set(messages)))
+    t.check(all("shenzhen" in m and not m.rstrip().endswith("Success") for m in messages),
+            "every 502 message names shenzhen and a real reason (no errno-0 'Success')",
+            sorted(set(messages)))
 
     sz.start()  # same config, same ports
     t0 = time.monotonic()

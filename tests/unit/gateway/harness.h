@@ -44,7 +44,12 @@ static inline int gwt_init(gwt *t, const char *yaml)
         return -1;
     }
     t->srv.cfg = t->cfg;
-    t->srv.routes = t->rt;
+    t->srv.gen = gw_gen_new(t->cfg, t->rt, false);
+    if (t->srv.gen == NULL) {
+        return -1;
+    }
+    t->rt = NULL; /* owned by the generation */
+    pthread_mutex_init(&t->srv.gen_mu, NULL);
     t->srv.no_listeners = true;
     atomic_init(&t->srv.draining, false);
     if (gw_metrics_new(&t->srv.metrics) != 0 ||
@@ -89,6 +94,7 @@ static inline void gwt_free(gwt *t)
     }
     gw_accesslog_free(t->srv.alog);
     gw_metrics_free(t->srv.metrics);
+    gw_gen_unref(t->srv.gen);
     route_table_free(t->rt);
     conf_gateway_free(t->cfg);
 }
