@@ -5,6 +5,7 @@
 #include "gateway/gw_int.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -35,6 +36,7 @@ static const char gwt_default_yaml[] =
 static inline int gwt_init(gwt *t, const char *yaml)
 {
     memset(t, 0, sizeof(*t));
+    signal(SIGPIPE, SIG_IGN); /* as baygate's main does: a closed peer is an error, not death */
     if (yaml == NULL) {
         yaml = gwt_default_yaml;
     }
