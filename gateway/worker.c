@@ -223,7 +223,14 @@ int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
     if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
         w->rng = (uint64_t)time(NULL) ^ ((uint64_t)idx << 32);
     }
-    w->base = event_base_new();
+    /* The changelist folds the add/del churn of write interest within one loop iteration into
+     * at most one epoll_ctl per fd. */
+    struct event_config *ecfg = event_config_new();
+    if (ecfg != NULL) {
+        event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        w->base = event_base_new_with_config(ecfg);
+        event_config_free(ecfg);
+    }
     if (w->base == NULL) {
         return bg_errf(eb, BG_ERR_NOMEM, "cannot create event base");
     }
