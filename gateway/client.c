@@ -14,13 +14,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* bufferevent_openssl needs the SSL type; everything else about TLS is in trust/. */
-#include <event2/bufferevent_ssl.h>
-#include <openssl/ssl.h>
 
 #include "base/log.h"
 
-#define OUTBUF_HIGH (64 * 1024)
 #define MAX_PENDING 4096
 
 struct gw_cstream {
@@ -55,15 +51,15 @@ struct gw_client {
     char name[64];
     char authority[300];
     _Atomic int state;
-    struct bufferevent *bev;
-    struct ssl_st *ssl;
+    gw_io io;
+    bool io_live; /* |io| holds a socket */
     nghttp2_session *h2;
     bool goaway; /* peer sent GOAWAY: no new streams on this session */
     bool ping_outstanding;
     uint32_t backoff_ms;
     struct event timer_ev; /* connect timeout, or backoff */
     struct event ping_ev;
-    struct event flush_ev;
+    gw_flushable fl;
     gw_cstream *pending; /* FIFO: head */
     gw_cstream *pending_tail;
     size_t npending;
@@ -103,7 +99,7 @@ static void set_timer(struct event *ev, uint32_t ms)
 
 static void schedule_flush(gw_client *cl)
 {
-    event_active(&cl->flush_ev, EV_WRITE, 0);
+    gw_worker_defer(cl->w, &cl->fl);
 }
 
 static void set_state(gw_client *cl, gw_client_state st)
@@ -443,10 +439,9 @@ static void client_drop(gw_client *cl, const char *why, bool connect_failure)
         nghttp2_session_del(cl->h2);
         cl->h2 = NULL;
     }
-    if (cl->bev != NULL) {
-        bufferevent_free(cl->bev); /* owns the socket and the SSL */
-        cl->bev = NULL;
-        cl->ssl = NULL;
+    if (cl->io_live) {
+        gw_io_dispose(&cl->io);
+        cl->io_live = false;
         if (was_connected) {
             gw_metrics_conn(cl->w->srv->metrics, false, -1);
         }
@@ -486,24 +481,33 @@ static void client_flush(gw_client *cl)
     if (cl->h2 == NULL || gw_client_get_state(cl) != GW_CLIENT_CONNECTED) {
         return;
     }
-    struct evbuffer *out = bufferevent_get_output(cl->bev);
-    while (evbuffer_get_length(out) < OUTBUF_HIGH && nghttp2_session_want_write(cl->h2)) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(cl->h2, &data);
-        if (n < 0) {
-            client_drop(cl, nghttp2_strerror((int)n), false);
+    /* produce up to GW_IO_HIGH, write; repeat while the socket takes everything */
+    bool produced;
+    do {
+        produced = false;
+        while (gw_io_pending(&cl->io) < GW_IO_HIGH && nghttp2_session_want_write(cl->h2)) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(cl->h2, &data);
+            if (n < 0) {
+                client_drop(cl, nghttp2_strerror((int)n), false);
+                return;
+            }
+            if (n == 0) {
+                break;
+            }
+            produced = true;
+            if (gw_io_append(&cl->io, data, (size_t)n) != 0) {
+                client_drop(cl, "out of memory", false);
+                return;
+            }
+        }
+        if (gw_io_flush(&cl->io) != 0) {
+            client_drop(cl, cl->io.err, false);
             return;
         }
-        if (n == 0) {
-            break;
-        }
-        if (evbuffer_add(out, data, (size_t)n) != 0) {
-            client_drop(cl, "out of memory", false);
-            return;
-        }
-    }
+    } while (produced && gw_io_pending(&cl->io) == 0 && nghttp2_session_want_write(cl->h2));
     if (!nghttp2_session_want_read(cl->h2) && !nghttp2_session_want_write(cl->h2) &&
-        evbuffer_get_length(out) == 0) {
+        gw_io_pending(&cl->io) == 0) {
         client_drop(cl, cl->goaway ? "peer closed the session (GOAWAY)" : "session ended",
                     false);
     }
@@ -526,49 +530,56 @@ static void maybe_free_retired(gw_client *cl)
     gw_client_free(cl);
 }
 
-/* Deferred flush, scheduled by whoever submitted frames; also where retired sessions end,
+/* Deferred flush, queued by whoever submitted frames; also where retired sessions end,
  * since no callback of this session is on the stack here. */
-static void on_flush_event(evutil_socket_t fd, short what, void *arg)
+static void client_run_flush(gw_flushable *f)
 {
-    gw_client *cl = arg;
-    (void)fd;
-    (void)what;
+    gw_client *cl = (gw_client *)(void *)((char *)f - offsetof(gw_client, fl));
     client_flush(cl);
     maybe_free_retired(cl);
 }
 
-static void client_readcb(struct bufferevent *bev, void *arg)
+/* The socket is readable: feed nghttp2 until the kernel has nothing more. */
+static void client_readable(void *owner)
 {
-    gw_client *cl = arg;
-    if (cl->h2 == NULL) {
-        return;
-    }
-    struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer_iovec v[8];
-    while (evbuffer_get_length(in) > 0) {
-        int nv = evbuffer_peek(in, -1, NULL, v, 8);
-        size_t consumed = 0;
-        for (int i = 0; i < nv && i < 8; i++) {
-            ssize_t n = nghttp2_session_mem_recv(cl->h2, v[i].iov_base, v[i].iov_len);
-            if (n < 0) {
-                client_drop(cl, nghttp2_strerror((int)n), false);
-                return;
-            }
-            consumed += (size_t)n;
-        }
-        evbuffer_drain(in, consumed);
-        if (nv <= 8) {
+    gw_client *cl = owner;
+    gw_worker *w = cl->w;
+    uint8_t buf[32768];
+    while (cl->h2 != NULL) {
+        ssize_t n = gw_io_read(&cl->io, buf, sizeof(buf));
+        if (n == GW_IO_AGAIN) {
             break;
         }
+        if (n == GW_IO_EOF || n == GW_IO_ERROR) {
+            client_drop(cl, n == GW_IO_EOF ? "connection closed by peer" : cl->io.err, false);
+            gw_worker_run_deferred(w);
+            return;
+        }
+        ssize_t r = nghttp2_session_mem_recv(cl->h2, buf, (size_t)n);
+        if (r < 0) {
+            client_drop(cl, nghttp2_strerror((int)r), false);
+            gw_worker_run_deferred(w);
+            return;
+        }
     }
     client_flush(cl);
+    gw_worker_run_deferred(w);
 }
 
-static void client_writecb(struct bufferevent *bev, void *arg)
+static void client_writable(void *owner)
 {
-    gw_client *cl = arg;
-    (void)bev;
+    gw_client *cl = owner;
+    gw_worker *w = cl->w;
     client_flush(cl);
+    gw_worker_run_deferred(w);
+}
+
+static void client_failed(void *owner, const char *why)
+{
+    gw_client *cl = owner;
+    gw_worker *w = cl->w;
+    client_drop(cl, why, gw_client_get_state(cl) == GW_CLIENT_CONNECTING);
+    gw_worker_run_deferred(w);
 }
 
 static int session_start(gw_client *cl)
@@ -606,64 +617,51 @@ static int session_start(gw_client *cl)
     return 0;
 }
 
-static void client_eventcb(struct bufferevent *bev, short events, void *arg)
+/* TCP (and TLS) up: check the peer's identity, then start the HTTP/2 session. */
+static void client_connected(void *owner)
 {
-    gw_client *cl = arg;
-    (void)bev;
-    if (events & BEV_EVENT_CONNECTED) {
-        if (cl->ssl != NULL) {
-            trust_identity id;
-            if (!trust_ssl_is_h2(cl->ssl)) {
-                client_drop(cl, "ALPN h2 not negotiated", true);
-                return;
-            }
-            trust_identity_from_ssl(cl->ssl, &id);
-            if (!id.verified) {
-                client_drop(cl, "peer certificate not verified", true);
-                return;
-            }
-            if (cl->peer != NULL && strcmp(id.spiffe_id, cl->peer->spiffe_id) != 0) {
-                char why[400];
-                snprintf(why, sizeof(why), "peer identity %s, expected %s",
-                         id.spiffe_id[0] ? id.spiffe_id : "(none)", cl->peer->spiffe_id);
-                client_drop(cl, why, true);
-                return;
-            }
+    gw_client *cl = owner;
+    gw_worker *w = cl->w;
+    if (cl->io.ssl != NULL) {
+        trust_identity id;
+        char why[400] = "";
+        if (!trust_ssl_is_h2(cl->io.ssl)) {
+            snprintf(why, sizeof(why), "ALPN h2 not negotiated");
+        } else if (trust_identity_from_ssl(cl->io.ssl, &id) != 0 || !id.verified) {
+            snprintf(why, sizeof(why), "peer certificate not verified");
+        } else if (cl->peer != NULL && strcmp(id.spiffe_id, cl->peer->spiffe_id) != 0) {
+            snprintf(why, sizeof(why), "peer identity %s, expected %s",
+                     id.spiffe_id[0] ? id.spiffe_id : "(none)", cl->peer->spiffe_id);
         }
-        event_del(&cl->timer_ev);
-        if (session_start(cl) != 0) {
-            client_drop(cl, "cannot create http2 session", true);
+        if (why[0]) {
+            client_drop(cl, why, true);
+            gw_worker_run_deferred(w);
             return;
         }
-        set_state(cl, GW_CLIENT_CONNECTED);
-        gw_metrics_conn(cl->w->srv->metrics, false, +1);
-        cl->backoff_ms = cl->w->srv->cfg->timeouts.backoff_initial_ms;
-        bg_log(BG_LOG_INFO, "peer=%s url=%s msg=\"session up\"", cl->name,
-               cl->urls[cl->url_idx].text);
-        set_timer(&cl->ping_ev, cl->w->srv->cfg->timeouts.ping_interval_ms);
-        submit_pending(cl);
-        client_flush(cl);
+    }
+    event_del(&cl->timer_ev);
+    if (session_start(cl) != 0) {
+        client_drop(cl, "cannot create http2 session", true);
+        gw_worker_run_deferred(w);
         return;
     }
-    if (events & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
-        bool connecting = gw_client_get_state(cl) == GW_CLIENT_CONNECTING;
-        char why[256];
-        char tls[200] = "";
-        int err = EVUTIL_SOCKET_ERROR();
-        if (cl->ssl != NULL) {
-            trust_tls_errors(tls, sizeof(tls));
-        }
-        if (tls[0]) {
-            snprintf(why, sizeof(why), "tls: %s", tls);
-        } else if ((events & BEV_EVENT_EOF) || err == 0) {
-            snprintf(why, sizeof(why), "%s", connecting ? "connection closed during handshake"
-                                                        : "connection closed by peer");
-        } else {
-            snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(err));
-        }
-        client_drop(cl, why, connecting);
-    }
+    set_state(cl, GW_CLIENT_CONNECTED);
+    gw_metrics_conn(w->srv->metrics, false, +1);
+    cl->backoff_ms = w->srv->cfg->timeouts.backoff_initial_ms;
+    bg_log(BG_LOG_INFO, "peer=%s url=%s msg=\"session up\"", cl->name,
+           cl->urls[cl->url_idx].text);
+    set_timer(&cl->ping_ev, w->srv->cfg->timeouts.ping_interval_ms);
+    submit_pending(cl);
+    client_flush(cl);
+    gw_worker_run_deferred(w);
 }
+
+static const gw_io_ops client_io_ops = {
+    .readable = client_readable,
+    .writable = client_writable,
+    .connected = client_connected,
+    .failed = client_failed,
+};
 
 /* Connect timeout while CONNECTING; end of backoff while BACKOFF. */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -671,14 +669,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     gw_client *cl = arg;
     (void)fd;
     (void)what;
+    gw_worker *w = cl->w;
     if (gw_client_get_state(cl) == GW_CLIENT_CONNECTING) {
         char why[64];
-        snprintf(why, sizeof(why), "connect timeout (%u ms)",
-                 cl->w->srv->cfg->timeouts.connect_ms);
+        snprintf(why, sizeof(why), "connect timeout (%u ms)", w->srv->cfg->timeouts.connect_ms);
         client_drop(cl, why, true);
     } else if (gw_client_get_state(cl) == GW_CLIENT_BACKOFF) {
         client_connect(cl);
     }
+    gw_worker_run_deferred(w);
 }
 
 /* Keep-alive: send a PING; if the previous one is still unanswered, the session is dead. */
@@ -690,14 +689,16 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
     if (cl->h2 == NULL) {
         return;
     }
+    gw_worker *w = cl->w;
     if (cl->ping_outstanding) {
         client_drop(cl, "ping timeout", false);
-        return;
+    } else {
+        nghttp2_submit_ping(cl->h2, NGHTTP2_FLAG_NONE, NULL);
+        cl->ping_outstanding = true;
+        set_timer(&cl->ping_ev, w->srv->cfg->timeouts.ping_timeout_ms);
+        client_flush(cl);
     }
-    nghttp2_submit_ping(cl->h2, NGHTTP2_FLAG_NONE, NULL);
-    cl->ping_outstanding = true;
-    set_timer(&cl->ping_ev, cl->w->srv->cfg->timeouts.ping_timeout_ms);
-    client_flush(cl);
+    gw_worker_run_deferred(w);
 }
 
 static void client_connect(gw_client *cl)
@@ -724,42 +725,23 @@ static void client_connect(gw_client *cl)
         client_drop(cl, why, true);
         return;
     }
-    if (u->tls) {
-        cl->ssl = trust_tls_client_ssl(cl->w->srv->tls, NULL);
-        if (cl->ssl != NULL) {
-            cl->bev = bufferevent_openssl_socket_new(cl->w->base, -1, cl->ssl,
-                                                     BUFFEREVENT_SSL_CONNECTING,
-                                                     BEV_OPT_CLOSE_ON_FREE);
-            if (cl->bev == NULL) {
-                SSL_free(cl->ssl);
-                cl->ssl = NULL;
-            } else {
-                bufferevent_openssl_set_allow_dirty_shutdown(cl->bev, 1);
-            }
-        }
-    } else {
-        cl->bev = bufferevent_socket_new(cl->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
-    if (cl->bev == NULL) {
+    struct ssl_st *ssl = NULL;
+    if (u->tls && (ssl = trust_tls_client_ssl(cl->w->srv->tls, NULL)) == NULL) {
         freeaddrinfo(res);
         client_drop(cl, "out of memory", true);
         return;
     }
-    bufferevent_setcb(cl->bev, client_readcb, client_writecb, client_eventcb, cl);
-    bufferevent_setwatermark(cl->bev, EV_WRITE, OUTBUF_HIGH / 2, 0);
-    bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
     set_timer(&cl->timer_ev, to->connect_ms);
-    int rv = bufferevent_socket_connect(cl->bev, res->ai_addr, (int)res->ai_addrlen);
+    int rv = gw_io_init_connect(&cl->io, cl->w->base, res->ai_addr, (socklen_t)res->ai_addrlen,
+                                ssl, &client_io_ops, cl);
     freeaddrinfo(res);
     if (rv != 0) {
-        client_drop(cl, "connect failed", true);
+        char why[sizeof(cl->io.err)];
+        memcpy(why, cl->io.err, sizeof(why));
+        client_drop(cl, why, true);
         return;
     }
-    evutil_socket_t fd = bufferevent_getfd(cl->bev);
-    if (fd >= 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
+    cl->io_live = true;
 }
 
 int gw_client_new(gw_client **out, gw_worker *w, gw_gen *gen, const conf_peer *peer,
@@ -787,7 +769,7 @@ int gw_client_new(gw_client **out, gw_worker *w, gw_gen *gen, const conf_peer *p
     gw_metrics_peer_state(w->srv->metrics, cl->name, -1, GW_CLIENT_IDLE);
     evtimer_assign(&cl->timer_ev, w->base, on_timer, cl);
     evtimer_assign(&cl->ping_ev, w->base, on_ping, cl);
-    event_assign(&cl->flush_ev, w->base, -1, 0, on_flush_event, cl);
+    cl->fl.run = client_run_flush;
     client_connect(cl);
     *out = cl;
     return 0;
@@ -813,15 +795,15 @@ void gw_client_free(gw_client *cl)
     if (cl->h2 != NULL) {
         nghttp2_session_del(cl->h2);
     }
-    if (cl->bev != NULL) {
+    if (cl->io_live) {
         if (gw_client_get_state(cl) == GW_CLIENT_CONNECTED) {
             gw_metrics_conn(cl->w->srv->metrics, false, -1);
         }
-        bufferevent_free(cl->bev);
+        gw_io_dispose(&cl->io);
     }
     event_del(&cl->timer_ev);
     event_del(&cl->ping_ev);
-    event_del(&cl->flush_ev);
+    gw_worker_undefer(cl->w, &cl->fl);
     gw_metrics_peer_state(cl->w->srv->metrics, cl->name, atomic_load(&cl->state), -1);
     gw_gen_unref(cl->gen);
     free(cl);

@@ -22,6 +22,7 @@
 #include "conf/conf.h"
 #include "routing/table.h"
 #include "trust/tls.h"
+#include "gateway/io.h"
 
 typedef struct gw_server gw_server;
 typedef struct gw_worker gw_worker;
@@ -42,6 +43,17 @@ typedef enum gw_route_id {
     GW_ROUTE_OTHER,
     GW_ROUTE_COUNT
 } gw_route_id;
+
+/* Work deferred to the end of the current event callback: nghttp2 sends for sessions that got
+ * new frames while another session was being processed. Running them there, rather than through
+ * event_active(), keeps one loop iteration per batch of I/O (libevent defers events activated
+ * inside callbacks to the next iteration, costing an extra epoll_wait each time). */
+typedef struct gw_flushable gw_flushable;
+struct gw_flushable {
+    gw_flushable *next;
+    bool queued;
+    void (*run)(gw_flushable *f);
+};
 
 /* ---- process ---------------------------------------------------------------------------- */
 
@@ -96,6 +108,8 @@ struct gw_worker {
     gw_conn *conns; /* intrusive list of inbound connections */
     size_t nconns;
     bool draining;
+    gw_flushable *deferred; /* FIFO of pending flushes: head ... */
+    gw_flushable *deferred_tail;
     uint64_t rng; /* request-id generator state (splitmix64) */
     uint64_t next_conn_id;
 };
@@ -112,6 +126,12 @@ void gw_worker_request_shutdown(gw_worker *w);
 void gw_worker_request_reload(gw_worker *w);
 /* Called when an inbound connection is freed, to finish a drain. */
 void gw_worker_conn_gone(gw_worker *w);
+/* Queues |f| to run at the end of the current callback (no-op when queued). */
+void gw_worker_defer(gw_worker *w, gw_flushable *f);
+/* Removes |f| from the queue (its owner is being freed). */
+void gw_worker_undefer(gw_worker *w, gw_flushable *f);
+/* Runs the queue until empty; every top-level event callback ends with this. */
+void gw_worker_run_deferred(gw_worker *w);
 /* Fills |out| (33 bytes) with a fresh 32-hex-digit request id. */
 void gw_worker_new_request_id(gw_worker *w, char *out);
 
@@ -120,15 +140,14 @@ void gw_worker_new_request_id(gw_worker *w, char *out);
 struct gw_conn {
     gw_worker *w;
     const conf_listener *lst;
-    struct bufferevent *bev;
-    struct ssl_st *ssl; /* NULL on h2c listeners; owned by |bev| */
+    gw_io io;
+    gw_flushable fl; /* deferred nghttp2 send */
     nghttp2_session *h2;
     trust_identity id;
     char addr[64];
     uint64_t conn_id;
     gw_conn *prev, *next; /* worker's list */
     gw_stream *streams;   /* open streams */
-    struct event flush_ev; /* deferred nghttp2 send */
     struct event idle_ev;
     bool ready;   /* TLS done (or h2c) and session created */
     bool closing; /* freed from the next flush */

@@ -13,16 +13,10 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* bufferevent_openssl needs the SSL type; everything else about TLS is in trust/. */
-#include <event2/bufferevent_ssl.h>
-#include <openssl/ssl.h>
 #include <jansson.h>
 
 #include "base/clock.h"
 #include "base/log.h"
-
-/* Output above this is not topped up from nghttp2 until the socket drains (backpressure). */
-#define OUTBUF_HIGH (64 * 1024)
 
 static void conn_flush(gw_conn *conn);
 
@@ -68,7 +62,7 @@ static void stream_free(gw_stream *s)
 
 void gw_conn_schedule_flush(gw_conn *conn)
 {
-    event_active(&conn->flush_ev, EV_WRITE, 0);
+    gw_worker_defer(conn->w, &conn->fl);
 }
 
 /* Per-request timeout: fires when no response head was produced within request_ms. */
@@ -85,8 +79,10 @@ static void on_request_timeout(evutil_socket_t fd, short what, void *arg)
         gw_cstream_detach(s->up);
         s->up = NULL;
     }
+    gw_worker *w = s->conn->w;
     gw_stream_error(s, 504, "timeout", "no response from %s within %u ms",
-                    s->dest[0] ? s->dest : "next hop", s->conn->w->srv->cfg->timeouts.request_ms);
+                    s->dest[0] ? s->dest : "next hop", w->srv->cfg->timeouts.request_ms);
+    gw_worker_run_deferred(w);
 }
 
 /* ---- response side -------------------------------------------------------------------------- */
@@ -500,14 +496,9 @@ void gw_conn_free(gw_conn *conn)
     if (conn->h2 != NULL) {
         nghttp2_session_del(conn->h2);
     }
-    event_del(&conn->flush_ev);
+    gw_worker_undefer(w, &conn->fl);
     event_del(&conn->idle_ev);
-    if (conn->bev != NULL) {
-        if (conn->ssl != NULL && conn->ready) {
-            SSL_shutdown(conn->ssl); /* close_notify before the bev frees it */
-        }
-        bufferevent_free(conn->bev);
-    }
+    gw_io_dispose(&conn->io);
     conn_unlink(conn);
     gw_metrics_conn(w->srv->metrics, true, -1);
     free(conn);
@@ -515,61 +506,73 @@ void gw_conn_free(gw_conn *conn)
     gw_worker_conn_gone(w);
 }
 
-static void conn_close_later(gw_conn *conn)
-{
-    conn->closing = true;
-    gw_conn_schedule_flush(conn);
-}
-
+/* Moves nghttp2's pending frames to the socket, bounded by GW_IO_HIGH (the rest follows when
+ * the socket drains), and frees the connection once the session is done with it. */
 static void conn_flush(gw_conn *conn)
 {
     if (conn->closing) {
         gw_conn_free(conn);
         return;
     }
-    if (!conn->ready) {
+    if (conn->h2 == NULL) {
         return;
     }
-    struct evbuffer *out = bufferevent_get_output(conn->bev);
-    while (evbuffer_get_length(out) < OUTBUF_HIGH && nghttp2_session_want_write(conn->h2)) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(conn->h2, &data);
-        if (n < 0) {
-            bg_log(BG_LOG_WARN, "conn=%llu msg=\"http2 send failed\" err=\"%s\"",
-                   (unsigned long long)conn->conn_id, nghttp2_strerror((int)n));
+    /* produce up to GW_IO_HIGH, write; repeat while the socket takes everything */
+    bool produced;
+    do {
+        produced = false;
+        while (gw_io_pending(&conn->io) < GW_IO_HIGH && nghttp2_session_want_write(conn->h2)) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(conn->h2, &data);
+            if (n < 0) {
+                bg_log(BG_LOG_WARN, "conn=%llu msg=\"http2 send failed\" err=\"%s\"",
+                       (unsigned long long)conn->conn_id, nghttp2_strerror((int)n));
+                gw_conn_free(conn);
+                return;
+            }
+            if (n == 0) {
+                break;
+            }
+            produced = true;
+            if (gw_io_append(&conn->io, data, (size_t)n) != 0) {
+                gw_conn_free(conn);
+                return;
+            }
+        }
+        if (gw_io_flush(&conn->io) != 0) {
+            bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"write failed\" err=\"%s\"",
+                   (unsigned long long)conn->conn_id, conn->addr, conn->io.err);
             gw_conn_free(conn);
             return;
         }
-        if (n == 0) {
-            break;
-        }
-        if (evbuffer_add(out, data, (size_t)n) != 0) {
-            gw_conn_free(conn);
-            return;
-        }
-    }
+    } while (produced && gw_io_pending(&conn->io) == 0 && nghttp2_session_want_write(conn->h2));
     if (!nghttp2_session_want_read(conn->h2) && !nghttp2_session_want_write(conn->h2) &&
-        evbuffer_get_length(out) == 0) {
+        gw_io_pending(&conn->io) == 0) {
         gw_conn_free(conn);
     }
 }
 
-/* Deferred flush: scheduled by anything that submitted frames on this session. */
-static void on_flush_event(evutil_socket_t fd, short what, void *arg)
+static void conn_run_flush(gw_flushable *f)
 {
-    gw_conn *conn = arg;
-    (void)fd;
-    (void)what;
+    gw_conn *conn = (gw_conn *)(void *)((char *)f - offsetof(gw_conn, fl));
     conn_flush(conn);
 }
 
-/* Idle timer: no open streams for idle_ms closes the connection gracefully. */
+static void arm_idle(gw_conn *conn, uint32_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(&conn->idle_ev, &tv);
+}
+
+/* Idle timer: no open streams for idle_ms closes the connection gracefully; before the
+ * handshake finished it is the handshake timeout. */
 static void on_idle(evutil_socket_t fd, short what, void *arg)
 {
     gw_conn *conn = arg;
+    gw_worker *w = conn->w;
     (void)fd;
     (void)what;
-    if (!conn->ready) {
+    if (conn->h2 == NULL) {
         bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"tls handshake timed out\"",
                (unsigned long long)conn->conn_id, conn->addr);
         gw_conn_free(conn);
@@ -581,69 +584,72 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
                               (const uint8_t *)"idle", 4);
         conn_flush(conn);
     } else {
-        uint32_t ms = conn->w->srv->cfg->timeouts.idle_ms;
-        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-        evtimer_add(&conn->idle_ev, &tv);
+        arm_idle(conn, w->srv->cfg->timeouts.idle_ms);
     }
+    gw_worker_run_deferred(w);
 }
 
-static void touch_idle(gw_conn *conn)
+/* The socket is readable: feed nghttp2 until the kernel has nothing more. */
+static void conn_readable(void *owner)
 {
-    uint32_t ms = conn->w->srv->cfg->timeouts.idle_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(&conn->idle_ev, &tv);
-}
-
-/* bufferevent read callback: feeds nghttp2 chunk by chunk, drains what it consumed. */
-static void conn_readcb(struct bufferevent *bev, void *arg)
-{
-    gw_conn *conn = arg;
-    if (!conn->ready || conn->closing) {
+    gw_conn *conn = owner;
+    gw_worker *w = conn->w;
+    uint8_t buf[32768];
+    bool got = false;
+    if (conn->h2 == NULL || conn->closing) {
+        conn_flush(conn);
+        gw_worker_run_deferred(w);
         return;
     }
-    struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer_iovec v[8];
-    while (evbuffer_get_length(in) > 0) {
-        int nv = evbuffer_peek(in, -1, NULL, v, 8);
-        size_t consumed = 0;
-        for (int i = 0; i < nv && i < 8; i++) {
-            ssize_t n = nghttp2_session_mem_recv(conn->h2, v[i].iov_base, v[i].iov_len);
-            if (n < 0) {
-                bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"bad http2 input\" err=\"%s\"",
-                       (unsigned long long)conn->conn_id, conn->addr, nghttp2_strerror((int)n));
-                /* GOAWAY PROTOCOL_ERROR goes out; conn_flush() frees the connection once
-                 * it is written (the session then wants neither read nor write). */
-                nghttp2_session_terminate_session(conn->h2, NGHTTP2_PROTOCOL_ERROR);
-                evbuffer_drain(in, evbuffer_get_length(in));
-                bufferevent_disable(bev, EV_READ);
-                conn_flush(conn);
-                return;
-            }
-            consumed += (size_t)n;
+    for (;;) {
+        ssize_t n = gw_io_read(&conn->io, buf, sizeof(buf));
+        if (n == GW_IO_AGAIN) {
+            break;
         }
-        evbuffer_drain(in, consumed);
-        if (nv <= 8) {
+        if (n == GW_IO_EOF || n == GW_IO_ERROR) {
+            if (n == GW_IO_ERROR) {
+                bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"read failed\" err=\"%s\"",
+                       (unsigned long long)conn->conn_id, conn->addr, conn->io.err);
+            }
+            gw_conn_free(conn);
+            gw_worker_run_deferred(w);
+            return;
+        }
+        got = true;
+        ssize_t r = nghttp2_session_mem_recv(conn->h2, buf, (size_t)n);
+        if (r < 0) {
+            bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"bad http2 input\" err=\"%s\"",
+                   (unsigned long long)conn->conn_id, conn->addr, nghttp2_strerror((int)r));
+            /* GOAWAY PROTOCOL_ERROR goes out; conn_flush() frees the connection once it is
+             * written (the session then wants neither read nor write). */
+            nghttp2_session_terminate_session(conn->h2, NGHTTP2_PROTOCOL_ERROR);
+            gw_io_stop_reading(&conn->io);
             break;
         }
     }
-    touch_idle(conn);
+    if (got && conn->streams != NULL) {
+        arm_idle(conn, w->srv->cfg->timeouts.idle_ms);
+    }
     conn_flush(conn);
+    gw_worker_run_deferred(w);
 }
 
-/* Write callback: the socket drained below the low watermark; top it up from nghttp2. */
-static void conn_writecb(struct bufferevent *bev, void *arg)
+/* Output drained: top it up from nghttp2. */
+static void conn_writable(void *owner)
 {
-    gw_conn *conn = arg;
-    (void)bev;
+    gw_conn *conn = owner;
+    gw_worker *w = conn->w;
     conn_flush(conn);
+    gw_worker_run_deferred(w);
 }
 
-static void conn_ready(gw_conn *conn)
+static void conn_start_session(gw_conn *conn)
 {
     const conf_gateway *cfg = conn->w->srv->cfg;
     nghttp2_session_callbacks *cbs;
     if (nghttp2_session_callbacks_new(&cbs) != 0) {
-        conn_close_later(conn);
+        conn->closing = true;
+        gw_conn_schedule_flush(conn);
         return;
     }
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -652,15 +658,18 @@ static void conn_ready(gw_conn *conn)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
-    nghttp2_option *opt;
-    nghttp2_option_new(&opt);
-    nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
-    int rv = nghttp2_session_server_new2(&conn->h2, cbs, conn, opt);
-    nghttp2_option_del(opt);
+    nghttp2_option *opt = NULL;
+    int rv = nghttp2_option_new(&opt);
+    if (rv == 0) {
+        nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
+        rv = nghttp2_session_server_new2(&conn->h2, cbs, conn, opt);
+        nghttp2_option_del(opt);
+    }
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0) {
         conn->h2 = NULL;
-        conn_close_later(conn);
+        conn->closing = true;
+        gw_conn_schedule_flush(conn);
         return;
     }
     nghttp2_settings_entry iv[] = {
@@ -673,45 +682,51 @@ static void conn_ready(gw_conn *conn)
     if (conn->w->draining) {
         nghttp2_submit_goaway(conn->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
     }
-    touch_idle(conn);
-    conn_flush(conn);
-    if (!conn->closing && evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0) {
-        conn_readcb(conn->bev, conn);
-    }
+    arm_idle(conn, cfg->timeouts.idle_ms);
+    gw_conn_schedule_flush(conn);
 }
 
-static void conn_eventcb(struct bufferevent *bev, short events, void *arg)
+/* TLS handshake done: the identity is fixed for the connection's lifetime. */
+static void conn_connected(void *owner)
 {
-    gw_conn *conn = arg;
-    if (events & BEV_EVENT_CONNECTED) {
-        /* TLS handshake done: the identity is fixed for the connection's lifetime. */
-        if (!trust_ssl_is_h2(conn->ssl)) {
-            bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"refused: ALPN h2 not negotiated\"",
-                   (unsigned long long)conn->conn_id, conn->addr);
-            gw_conn_free(conn);
-            return;
-        }
-        trust_identity_from_ssl(conn->ssl, &conn->id);
-        bg_log(BG_LOG_INFO,
-               "conn=%llu peer=%s msg=\"tls accepted\" identity=\"%s\" verified=%d "
-               "subject=\"%s\" sha256=%s",
-               (unsigned long long)conn->conn_id, conn->addr,
-               conn->id.spiffe_id[0] ? conn->id.spiffe_id : "-", conn->id.verified,
-               conn->id.subject, conn->id.present ? conn->id.fingerprint : "-");
-        conn_ready(conn);
+    gw_conn *conn = owner;
+    gw_worker *w = conn->w;
+    if (!trust_ssl_is_h2(conn->io.ssl)) {
+        bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"refused: ALPN h2 not negotiated\"",
+               (unsigned long long)conn->conn_id, conn->addr);
+        gw_conn_free(conn);
+        gw_worker_run_deferred(w);
         return;
     }
-    if (events & (BEV_EVENT_ERROR | BEV_EVENT_EOF | BEV_EVENT_TIMEOUT)) {
-        if ((events & BEV_EVENT_ERROR) && conn->ssl != NULL && !conn->ready) {
-            char err[256];
-            trust_tls_errors(err, sizeof(err));
-            bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"tls handshake refused\" detail=\"%s\"",
-                   (unsigned long long)conn->conn_id, conn->addr, err[0] ? err : "eof");
-        }
-        (void)bev;
-        gw_conn_free(conn);
-    }
+    trust_identity_from_ssl(conn->io.ssl, &conn->id);
+    bg_log(BG_LOG_INFO,
+           "conn=%llu peer=%s msg=\"tls accepted\" identity=\"%s\" verified=%d "
+           "subject=\"%s\" sha256=%s",
+           (unsigned long long)conn->conn_id, conn->addr,
+           conn->id.spiffe_id[0] ? conn->id.spiffe_id : "-", conn->id.verified,
+           conn->id.subject, conn->id.present ? conn->id.fingerprint : "-");
+    conn_start_session(conn);
+    /* data that came with the handshake's last flight is already inside OpenSSL */
+    conn_readable(conn);
 }
+
+static void conn_failed(void *owner, const char *why)
+{
+    gw_conn *conn = owner;
+    gw_worker *w = conn->w;
+    bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"%s\" detail=\"%s\"",
+           (unsigned long long)conn->conn_id, conn->addr,
+           conn->ready ? "connection failed" : "tls handshake refused", why);
+    gw_conn_free(conn);
+    gw_worker_run_deferred(w);
+}
+
+static const gw_io_ops conn_io_ops = {
+    .readable = conn_readable,
+    .writable = conn_writable,
+    .connected = conn_connected,
+    .failed = conn_failed,
+};
 
 void gw_conn_accept(gw_worker *w, const conf_listener *lst, evutil_socket_t fd,
                     const struct sockaddr *sa, int salen)
@@ -730,6 +745,7 @@ void gw_conn_accept(gw_worker *w, const conf_listener *lst, evutil_socket_t fd,
     conn->w = w;
     conn->lst = lst;
     conn->conn_id = ++w->next_conn_id * 1000 + w->idx;
+    conn->fl.run = conn_run_flush;
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
     if (sa->sa_family == AF_INET) {
@@ -742,39 +758,26 @@ void gw_conn_accept(gw_worker *w, const conf_listener *lst, evutil_socket_t fd,
         port = ntohs(in6->sin6_port);
     }
     snprintf(conn->addr, sizeof(conn->addr), "%s:%d", host, port);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    event_assign(&conn->flush_ev, w->base, -1, 0, on_flush_event, conn);
     evtimer_assign(&conn->idle_ev, w->base, on_idle, conn);
+    struct ssl_st *ssl = NULL;
     if (lst->tls) {
-        conn->ssl = trust_tls_server_ssl(w->srv->tls);
-        if (conn->ssl == NULL) {
+        ssl = trust_tls_server_ssl(w->srv->tls);
+        if (ssl == NULL) {
             evutil_closesocket(fd);
             free(conn);
             return;
         }
-        conn->bev = bufferevent_openssl_socket_new(w->base, fd, conn->ssl,
-                                                   BUFFEREVENT_SSL_ACCEPTING,
-                                                   BEV_OPT_CLOSE_ON_FREE);
-        if (conn->bev == NULL) {
-            SSL_free(conn->ssl);
-        } else {
-            bufferevent_openssl_set_allow_dirty_shutdown(conn->bev, 1);
-        }
-    } else {
-        conn->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-        if (lst->client_identity != NULL) {
-            conn->id.present = true;
-            conn->id.verified = true;
-            snprintf(conn->id.spiffe_id, sizeof(conn->id.spiffe_id), "%s", lst->client_identity);
-            trust_spiffe_parse(lst->client_identity, conn->id.city, sizeof(conn->id.city),
-                               conn->id.role, sizeof(conn->id.role));
-        }
     }
-    if (conn->bev == NULL) {
-        evutil_closesocket(fd);
-        free(conn);
+    if (gw_io_init_accepted(&conn->io, w->base, fd, ssl, &conn_io_ops, conn) != 0) {
+        free(conn); /* the io released fd and ssl */
         return;
+    }
+    if (!lst->tls && lst->client_identity != NULL) {
+        conn->id.present = true;
+        conn->id.verified = true;
+        snprintf(conn->id.spiffe_id, sizeof(conn->id.spiffe_id), "%s", lst->client_identity);
+        trust_spiffe_parse(lst->client_identity, conn->id.city, sizeof(conn->id.city),
+                           conn->id.role, sizeof(conn->id.role));
     }
     conn->next = w->conns;
     if (w->conns != NULL) {
@@ -783,16 +786,10 @@ void gw_conn_accept(gw_worker *w, const conf_listener *lst, evutil_socket_t fd,
     w->conns = conn;
     w->nconns++;
     gw_metrics_conn(w->srv->metrics, true, +1);
-    bufferevent_setcb(conn->bev, conn_readcb, conn_writecb, conn_eventcb, conn);
-    bufferevent_setwatermark(conn->bev, EV_WRITE, OUTBUF_HIGH / 2, 0);
-    bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
     if (!lst->tls) {
-        conn_ready(conn);
+        conn_start_session(conn);
     } else {
-        /* bound the handshake by the idle timeout's shorter cousin: connect_ms */
-        uint32_t ms = w->srv->cfg->timeouts.connect_ms;
-        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-        evtimer_add(&conn->idle_ev, &tv);
+        arm_idle(conn, cfg->timeouts.connect_ms); /* bounds the handshake */
     }
 }
 
@@ -801,7 +798,7 @@ void gw_conn_goaway_all(gw_worker *w)
     gw_conn *next;
     for (gw_conn *c = w->conns; c != NULL; c = next) {
         next = c->next;
-        if (c->h2 == NULL || !c->ready) {
+        if (c->h2 == NULL) {
             gw_conn_free(c);
             continue;
         }

@@ -74,6 +74,7 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     if (w->nconns == 0) {
         finish(w);
     }
+    gw_worker_run_deferred(w);
 }
 
 void gw_worker_conn_gone(gw_worker *w)
@@ -86,6 +87,58 @@ void gw_worker_conn_gone(gw_worker *w)
 void gw_worker_request_shutdown(gw_worker *w)
 {
     event_active(&w->ctl_ev, EV_READ, 0);
+}
+
+void gw_worker_defer(gw_worker *w, gw_flushable *f)
+{
+    if (f->queued) {
+        return;
+    }
+    f->queued = true;
+    f->next = NULL;
+    if (w->deferred_tail != NULL) {
+        w->deferred_tail->next = f;
+    } else {
+        w->deferred = f;
+    }
+    w->deferred_tail = f;
+}
+
+void gw_worker_undefer(gw_worker *w, gw_flushable *f)
+{
+    if (!f->queued) {
+        return;
+    }
+    gw_flushable *prev = NULL;
+    for (gw_flushable *p = w->deferred; p != NULL; prev = p, p = p->next) {
+        if (p == f) {
+            if (prev != NULL) {
+                prev->next = f->next;
+            } else {
+                w->deferred = f->next;
+            }
+            if (w->deferred_tail == f) {
+                w->deferred_tail = prev;
+            }
+            break;
+        }
+    }
+    f->queued = false;
+    f->next = NULL;
+}
+
+void gw_worker_run_deferred(gw_worker *w)
+{
+    while (w->deferred != NULL) {
+        gw_flushable *f = w->deferred;
+        w->deferred = f->next;
+        if (w->deferred == NULL) {
+            w->deferred_tail = NULL;
+        }
+        f->queued = false;
+        f->next = NULL;
+        f->run(f); /* may free its owner, and may queue others */
+    }
 }
 
 void gw_worker_request_reload(gw_worker *w)
@@ -196,6 +249,7 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
                rv == 0 ? "applied" : "failed, keeping the previous peers", w->npeers);
     }
     gw_gen_unref(g);
+    gw_worker_run_deferred(w);
 }
 
 void gw_worker_new_request_id(gw_worker *w, char *out)
