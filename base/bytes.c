@@ -108,3 +108,27 @@ char *bg_strndup(const void *p, size_t len)
     s[len] = 0;
     return s;
 }
+
+size_t bg_strlcpy(char *dst, const char *src, size_t cap)
+{
+    size_t n = strlen(src);
+    size_t c = n < cap ? n : cap - 1;
+    memcpy(dst, src, c);
+    dst[c] = 0;
+    return n;
+}
+
+size_t bg_fmt_u64(char *out, uint64_t v)
+{
+    char tmp[21];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = tmp[n - 1 - i];
+    }
+    out[n] = 0;
+    return n;
+}

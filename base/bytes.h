@@ -35,6 +35,12 @@ int bg_buf_appendf(bg_buf *b, const char *fmt, ...) __attribute__((format(printf
 void bg_buf_reset(bg_buf *b);
 void bg_buf_dispose(bg_buf *b);
 
+/* Copies the NUL-terminated |src| into |dst| of |cap| > 0 bytes, truncating if needed; always
+ * NUL-terminates. Returns strlen(src) (>= cap means it was truncated). */
+size_t bg_strlcpy(char *dst, const char *src, size_t cap);
+/* Writes |v| in decimal into |out| (at least 21 bytes), NUL-terminated; returns the length. */
+size_t bg_fmt_u64(char *out, uint64_t v);
+
 /* Duplicates |len| bytes of |p| as a NUL-terminated string; NULL on allocation failure. */
 char *bg_strndup(const void *p, size_t len);
 #endif /* BG_BYTES_H */

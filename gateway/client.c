@@ -7,6 +7,7 @@
 #include "gateway/gw_int.h"
 
 #include <netdb.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -29,11 +30,12 @@ struct gw_cstream {
     bool eof;
     bg_buf body;
     size_t body_off;
+    int status; /* response head */
+    /* text last: only the first byte of each is cleared for a new stream */
     char path[64];
     char request_id[65];
     char hops[1100];
-    /* response head */
-    int status;
+    char dest[64];
     char content_type[128];
     char content_length[24];
     char route[1024];
@@ -245,7 +247,7 @@ static void relay_head(gw_cstream *cs)
         return;
     }
     if (cs->route[0]) {
-        snprintf(s->resp_route, sizeof(s->resp_route), "%s", cs->route);
+        bg_strlcpy(s->resp_route, cs->route, sizeof(s->resp_route));
     }
     nghttp2_nv extra[2];
     size_t n = 0;
@@ -370,7 +372,7 @@ static void submit_one(gw_client *cl, gw_cstream *cs)
 {
     const conf_url *u = &cl->urls[cl->url_idx];
     char clen[24];
-    snprintf(clen, sizeof(clen), "%zu", cs->body.len);
+    bg_fmt_u64(clen, cs->body.len);
     nghttp2_nv nva[] = {
         NV(":method", "POST"),
         NV(":scheme", u->tls ? "https" : "http"),
@@ -380,8 +382,10 @@ static void submit_one(gw_client *cl, gw_cstream *cs)
         NV("content-length", clen),
         NV("x-request-id", cs->request_id),
         NV("x-baygate-hops", cs->hops),
+        NV("x-baygate-dest", cs->dest),
     };
     nghttp2_data_provider prd = {.source = {.ptr = cs}, .read_callback = req_read_cb};
+    nva[6].flags |= NGHTTP2_NV_FLAG_NO_INDEX; /* x-request-id: unique per request */
     int32_t id = nghttp2_submit_request(cl->h2, NULL, nva, sizeof(nva) / sizeof(nva[0]),
                                         cs->body.len > 0 ? &prd : NULL, cs);
     if (id < 0) {
@@ -423,7 +427,7 @@ static void fail_pending(gw_client *cl, const char *why)
 static void client_drop(gw_client *cl, const char *why, bool connect_failure)
 {
     bool was_connected = gw_client_get_state(cl) == GW_CLIENT_CONNECTED;
-    snprintf(cl->last_error, sizeof(cl->last_error), "%s", why);
+    bg_strlcpy(cl->last_error, why, sizeof(cl->last_error));
     bg_log(was_connected ? BG_LOG_WARN : BG_LOG_INFO, "peer=%s url=%s msg=\"session down\" why=\"%s\"",
            cl->name, cl->urls[cl->url_idx].text, why);
     while (cl->active != NULL) {
@@ -758,7 +762,7 @@ int gw_client_new(gw_client **out, gw_worker *w, gw_gen *gen, const conf_peer *p
     if (peer != NULL) {
         cl->urls = peer->urls;
         cl->nurls = peer->nurls;
-        snprintf(cl->name, sizeof(cl->name), "%s", peer->name);
+        bg_strlcpy(cl->name, peer->name, sizeof(cl->name));
     } else {
         cl->urls = upstream_url;
         cl->nurls = 1;
@@ -872,7 +876,11 @@ void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char
         gw_stream_error(s, 503, "overloaded", "too many requests waiting for %s", cl->name);
         return;
     }
-    gw_cstream *cs = calloc(1, sizeof(*cs));
+    gw_cstream *cs = malloc(sizeof(*cs));
+    if (cs != NULL) {
+        memset(cs, 0, offsetof(gw_cstream, path));
+        cs->content_type[0] = cs->content_length[0] = cs->route[0] = 0;
+    }
     if (cs == NULL) {
         gw_stream_error(s, 500, "internal", "out of memory");
         return;
@@ -881,9 +889,10 @@ void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char
     cs->down = s;
     cs->body = s->body; /* moved */
     bg_buf_init(&s->body);
-    snprintf(cs->path, sizeof(cs->path), "%s", path);
-    snprintf(cs->request_id, sizeof(cs->request_id), "%s", s->request_id);
-    snprintf(cs->hops, sizeof(cs->hops), "%s", hops);
+    bg_strlcpy(cs->path, path, sizeof(cs->path));
+    bg_strlcpy(cs->request_id, s->request_id, sizeof(cs->request_id));
+    bg_strlcpy(cs->hops, hops, sizeof(cs->hops));
+    bg_strlcpy(cs->dest, s->dest, sizeof(cs->dest));
     s->up = cs;
     if (st == GW_CLIENT_CONNECTED && !cl->goaway) {
         submit_one(cl, cs);

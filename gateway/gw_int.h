@@ -160,32 +160,35 @@ struct gw_stream {
     int32_t id;
     gw_stream *prev, *next;
     /* request */
-    char method[16];
-    char path[512];
-    char request_id[65];
-    char hops[1024];
     int64_t content_length; /* -1 if absent */
     bool bad_header;
     bool too_large;
     bool req_done;
     bg_buf body;
     gw_route_id route;
-    char peer_name[256]; /* the caller: SPIFFE id, or "-" */
-    char dest[64];      /* destination city, when routed */
     /* response */
     int status;
     bool responded; /* response HEADERS submitted */
     struct evbuffer *resp_body;
     bool resp_eof;
     bool resp_deferred;
-    char resp_route[1100]; /* x-baygate-route to send back */
     gw_cstream *up;        /* outbound leg while proxying */
     struct event timer_ev; /* request timeout */
     bool timer_added;
     uint64_t start_us;
     uint64_t bytes_in, bytes_out;
     const char *err_code; /* error code answered, for the log */
+    /* Text fields last: a new stream zeroes only what is above and the first byte of each of
+     * these (GW_STREAM_ZERO_END), not kilobytes of arrays on every request. */
+    char method[16];
+    char path[512];
+    char request_id[65];
+    char hops[1024];
+    char peer_name[256]; /* the caller: SPIFFE id, or "-" */
+    char dest[64];       /* destination city, when routed */
+    char resp_route[1100]; /* x-baygate-route to send back */
 };
+#define GW_STREAM_ZERO_END offsetof(gw_stream, method)
 
 /* Schedules a deferred nghttp2 send on |conn| (safe inside any callback). */
 void gw_conn_schedule_flush(gw_conn *conn);

@@ -82,9 +82,33 @@ static const conf_peer *stage_authenticate_peer(gw_stream *s)
     return NULL;
 }
 
-/* parse: the body is a JSON object naming "dataset": "<city>/<name>"; fills s->dest. */
+static bool valid_city(const char *c)
+{
+    size_t n = strlen(c);
+    if (n == 0 || n > 63 || !(c[0] >= 'a' && c[0] <= 'z')) {
+        return false;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if (!((c[i] >= 'a' && c[i] <= 'z') || (c[i] >= '0' && c[i] <= '9') || c[i] == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* parse: the body is a JSON object naming "dataset": "<city>/<name>"; fills s->dest.
+ * The home gateway parses; it sends the destination on as x-baygate-dest, so transit and
+ * destination gateways route on that header from an authenticated peer without reading the
+ * body (the destination's data space validates the query itself). */
 static bool stage_parse(gw_stream *s)
 {
+    if (s->route == GW_ROUTE_FED_QUERY && s->dest[0]) {
+        if (!valid_city(s->dest)) {
+            gw_stream_error(s, 400, "bad_request", "malformed x-baygate-dest header");
+            return false;
+        }
+        return true;
+    }
     json_error_t jerr;
     json_t *root = json_loadb((const char *)s->body.data, s->body.len, 0, &jerr);
     if (root == NULL || !json_is_object(root)) {
@@ -153,7 +177,7 @@ static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
         gw_client_forward(w->peers[i], s, "/fed/v1/query", hops);
         return;
     }
-    snprintf(s->resp_route, sizeof(s->resp_route), "%s", hops);
+    bg_strlcpy(s->resp_route, hops, sizeof(s->resp_route));
     if (w->gen->cfg->upstream.builtin) {
         gw_builtin_answer(s);
         return;
@@ -280,7 +304,8 @@ void gw_request_dispatch(gw_stream *s)
         if (!stage_authenticate_client(s)) {
             return;
         }
-        s->hops[0] = 0; /* a client does not choose the hop list */
+        s->hops[0] = 0; /* a client does not choose the hop list or the destination */
+        s->dest[0] = 0;
     } else if (stage_authenticate_peer(s) == NULL) {
         return;
     }

@@ -136,11 +136,16 @@ static int submit_head(gw_stream *s, int status, const nghttp2_nv *extra, size_t
     if (status < 100 || status > 999) {
         status = 502;
     }
-    snprintf(st, sizeof(st), "%d", status);
+    st[0] = (char)('0' + status / 100);
+    st[1] = (char)('0' + status / 10 % 10);
+    st[2] = (char)('0' + status % 10);
+    st[3] = 0;
     nghttp2_nv stnv = MAKE_NV(":status", st, 3);
     nva[n++] = stnv;
     if (s->request_id[0]) {
+        /* unique per request: never worth a slot in the peer's HPACK table */
         nghttp2_nv nv = MAKE_NV("x-request-id", s->request_id, strlen(s->request_id));
+        nv.flags |= NGHTTP2_NV_FLAG_NO_INDEX;
         nva[n++] = nv;
     }
     if (s->resp_route[0]) {
@@ -189,7 +194,7 @@ int gw_stream_respond(gw_stream *s, int status, const char *content_type, const 
         nghttp2_nv nv = MAKE_NV("content-type", content_type, strlen(content_type));
         extra[n++] = nv;
     }
-    snprintf(cl, sizeof(cl), "%zu", len);
+    bg_fmt_u64(cl, len);
     nghttp2_nv lnv = MAKE_NV("content-length", cl, strlen(cl));
     extra[n++] = lnv;
     if (len > 0 && evbuffer_add(s->resp_body, body, len) != 0) {
@@ -264,17 +269,20 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
         return 0;
     }
-    gw_stream *s = calloc(1, sizeof(*s));
+    gw_stream *s = malloc(sizeof(*s));
     if (s == NULL) {
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream, keeps the conn */
     }
+    memset(s, 0, GW_STREAM_ZERO_END);
+    s->method[0] = s->path[0] = s->request_id[0] = s->hops[0] = 0;
+    s->dest[0] = s->resp_route[0] = 0;
     s->conn = conn;
     s->id = frame->hd.stream_id;
     s->content_length = -1;
     s->start_us = bg_now_us();
     s->route = GW_ROUTE_OTHER;
-    snprintf(s->peer_name, sizeof(s->peer_name), "%s",
-             conn->id.spiffe_id[0] ? conn->id.spiffe_id : "-");
+    bg_strlcpy(s->peer_name, conn->id.spiffe_id[0] ? conn->id.spiffe_id : "-",
+               sizeof(s->peer_name));
     bg_buf_init(&s->body);
     evtimer_assign(&s->timer_ev, conn->w->base, on_request_timeout, s);
     s->next = conn->streams;
@@ -326,30 +334,46 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (s == NULL) {
         return 0;
     }
-    bg_iov n = {name, namelen};
-    if (bg_iov_eq_str(n, ":method")) {
-        copy_hdr(s->method, sizeof(s->method), value, valuelen, &s->bad_header);
-    } else if (bg_iov_eq_str(n, ":path")) {
-        copy_hdr(s->path, sizeof(s->path), value, valuelen, &s->bad_header);
-    } else if (bg_iov_eq_str(n, "x-request-id")) {
-        if (valid_request_id(value, valuelen)) {
+    /* dispatch on length first: most names are rejected without a compare */
+#define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
+    switch (namelen) {
+    case 5:
+        if (IS(":path")) {
+            copy_hdr(s->path, sizeof(s->path), value, valuelen, &s->bad_header);
+        }
+        break;
+    case 7:
+        if (IS(":method")) {
+            copy_hdr(s->method, sizeof(s->method), value, valuelen, &s->bad_header);
+        }
+        break;
+    case 12:
+        if (IS("x-request-id") && valid_request_id(value, valuelen)) {
             memcpy(s->request_id, value, valuelen);
             s->request_id[valuelen] = 0;
         }
-    } else if (bg_iov_eq_str(n, "x-baygate-hops")) {
-        copy_hdr(s->hops, sizeof(s->hops), value, valuelen, &s->bad_header);
-    } else if (bg_iov_eq_str(n, "content-length")) {
-        char tmp[24];
-        bool bad = false;
-        copy_hdr(tmp, sizeof(tmp), value, valuelen, &bad);
-        if (!bad) {
-            char *end = NULL;
-            long long v = strtoll(tmp, &end, 10);
-            if (end != NULL && *end == 0 && v >= 0) {
+        break;
+    case 14:
+        if (IS("x-baygate-hops")) {
+            copy_hdr(s->hops, sizeof(s->hops), value, valuelen, &s->bad_header);
+        } else if (IS("x-baygate-dest")) {
+            copy_hdr(s->dest, sizeof(s->dest), value, valuelen, &s->bad_header);
+        } else if (IS("content-length")) {
+            int64_t v = 0;
+            bool ok = valuelen > 0 && valuelen <= 18;
+            for (size_t i = 0; ok && i < valuelen; i++) {
+                ok = value[i] >= '0' && value[i] <= '9';
+                v = v * 10 + (value[i] - '0');
+            }
+            if (ok) {
                 s->content_length = v;
             }
         }
+        break;
+    default:
+        break;
     }
+#undef IS
     return 0;
 }
 
@@ -775,7 +799,7 @@ void gw_conn_accept(gw_worker *w, const conf_listener *lst, evutil_socket_t fd,
     if (!lst->tls && lst->client_identity != NULL) {
         conn->id.present = true;
         conn->id.verified = true;
-        snprintf(conn->id.spiffe_id, sizeof(conn->id.spiffe_id), "%s", lst->client_identity);
+        bg_strlcpy(conn->id.spiffe_id, lst->client_identity, sizeof(conn->id.spiffe_id));
         trust_spiffe_parse(lst->client_identity, conn->id.city, sizeof(conn->id.city),
                            conn->id.role, sizeof(conn->id.role));
     }
