@@ -58,6 +58,27 @@ def main(t):
             "hop list of %d at guangzhou, forwarded to macau (+guangzhou = %d) -> 508 too_many_hops"
             % (MAX_HOPS - 1, MAX_HOPS), r)
 
+    # x-baygate-dest: set by the home gateway; transit hops route on it without the body
+    def fed_dest(dest, body):
+        return curl(t, gz.url("/fed/v1/query"), cacert=gz.bundle, cert=crt, key=key, data=body,
+                    headers=["x-baygate-hops: shenzhen", "x-baygate-dest: " + dest])
+    r = fed_dest("macau", "not json at all")
+    t.check(r.status == 200 and r.headers.get("x-baygate-route") == "shenzhen,guangzhou,macau",
+            "x-baygate-dest macau with an unparsed body: forwarded to macau (route %s)"
+            % r.headers.get("x-baygate-route"), r)
+    r = fed_dest("Macau!", json.dumps({"dataset": "macau/x"}))
+    t.check(r.status == 400 and r.error_code() == "bad_request",
+            "malformed x-baygate-dest -> 400 bad_request", r)
+    r = fed_dest("atlantis", json.dumps({"dataset": "macau/x"}))
+    t.check(r.status == 404 and r.error_code() == "unknown_city",
+            "x-baygate-dest of an unknown city -> 404 unknown_city", r)
+    # a client cannot steer with it: /v1/queries ignores a client's x-baygate-dest
+    r = curl(t, gz.url("/v1/queries"), cacert=gz.bundle, cert=gz.client("firm")[0],
+             key=gz.client("firm")[1], data=json.dumps({"dataset": "guangzhou/x"}),
+             headers=["x-baygate-dest: macau"])
+    t.check(r.status == 200 and r.headers.get("x-baygate-route") == "guangzhou",
+            "client-supplied x-baygate-dest is ignored on /v1/queries", r)
+
     # the gateway still serves normally
     r = gz.query("guangzhou/x")
     t.check(r.status == 200, "guangzhou still serves after 508s", r)
