@@ -549,7 +549,11 @@ static void client_readable(void *owner)
     gw_client *cl = owner;
     gw_worker *w = cl->w;
     uint8_t buf[32768];
-    while (cl->h2 != NULL) {
+    for (int budget = GW_IO_READ_BUDGET; cl->h2 != NULL; budget--) {
+        if (budget == 0) {
+            gw_io_yield_read(&cl->io); /* fairness: others get the loop too */
+            break;
+        }
         ssize_t n = gw_io_read(&cl->io, buf, sizeof(buf));
         if (n == GW_IO_AGAIN) {
             break;

@@ -108,6 +108,10 @@ struct gw_worker {
     gw_conn *conns; /* intrusive list of inbound connections */
     size_t nconns;
     bool draining;
+    /* libevent "common timeouts" for the per-request and idle timers: every stream arms one,
+     * and with one duration per queue adding and removing them is O(1), not a heap update. */
+    const struct timeval *ct_request;
+    const struct timeval *ct_idle;
     gw_flushable *deferred; /* FIFO of pending flushes: head ... */
     gw_flushable *deferred_tail;
     uint64_t rng; /* request-id generator state (splitmix64) */

@@ -362,3 +362,10 @@ void gw_io_stop_reading(gw_io *io)
 {
     want_read(io, false);
 }
+
+void gw_io_yield_read(gw_io *io)
+{
+    if (io->ssl != NULL && SSL_has_pending(io->ssl)) {
+        event_active(&io->rev, EV_READ, 0);
+    }
+}

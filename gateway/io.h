@@ -80,6 +80,12 @@ int gw_io_append(gw_io *io, const void *p, size_t len);
 int gw_io_flush(gw_io *io);
 /* Bytes queued and not yet written. */
 size_t gw_io_pending(const gw_io *io);
+/* The owner stopped reading before GW_IO_AGAIN (its per-callback budget): makes sure it is
+ * called again next iteration even if the rest already sits inside OpenSSL, which epoll
+ * cannot see. */
+void gw_io_yield_read(gw_io *io);
+/* Reads per readable() callback before an owner yields to other connections. */
+#define GW_IO_READ_BUDGET 16
 /* Stops read callbacks (e.g. after a fatal protocol error, while a GOAWAY drains). */
 void gw_io_stop_reading(gw_io *io);
 #endif /* GW_IO_H */

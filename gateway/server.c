@@ -394,9 +394,7 @@ static void request_headers_done(gw_conn *conn, gw_stream *s)
                         (long long)s->content_length, cfg->limits.max_body_bytes);
         return;
     }
-    struct timeval tv = {(time_t)(cfg->timeouts.request_ms / 1000),
-                         (suseconds_t)(cfg->timeouts.request_ms % 1000) * 1000};
-    evtimer_add(&s->timer_ev, &tv);
+    evtimer_add(&s->timer_ev, conn->w->ct_request);
     s->timer_added = true;
 }
 
@@ -584,6 +582,10 @@ static void conn_run_flush(gw_flushable *f)
 
 static void arm_idle(gw_conn *conn, uint32_t ms)
 {
+    if (ms == conn->w->srv->cfg->timeouts.idle_ms) {
+        evtimer_add(&conn->idle_ev, conn->w->ct_idle);
+        return;
+    }
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(&conn->idle_ev, &tv);
 }
@@ -625,7 +627,11 @@ static void conn_readable(void *owner)
         gw_worker_run_deferred(w);
         return;
     }
-    for (;;) {
+    for (int budget = GW_IO_READ_BUDGET;; budget--) {
+        if (budget == 0) {
+            gw_io_yield_read(&conn->io); /* fairness: others get the loop too */
+            break;
+        }
         ssize_t n = gw_io_read(&conn->io, buf, sizeof(buf));
         if (n == GW_IO_AGAIN) {
             break;

@@ -288,6 +288,16 @@ int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
     if (w->base == NULL) {
         return bg_errf(eb, BG_ERR_NOMEM, "cannot create event base");
     }
+    {
+        uint32_t rq = cfg->timeouts.request_ms, id = cfg->timeouts.idle_ms;
+        struct timeval tr = {(time_t)(rq / 1000), (suseconds_t)(rq % 1000) * 1000};
+        struct timeval ti = {(time_t)(id / 1000), (suseconds_t)(id % 1000) * 1000};
+        w->ct_request = event_base_init_common_timeout(w->base, &tr);
+        w->ct_idle = event_base_init_common_timeout(w->base, &ti);
+        if (w->ct_request == NULL || w->ct_idle == NULL) {
+            return bg_errf(eb, BG_ERR_NOMEM, "cannot create timers");
+        }
+    }
     event_assign(&w->ctl_ev, w->base, -1, 0, on_ctl, w);
     event_assign(&w->reload_ev, w->base, -1, 0, on_reload, w);
     evtimer_assign(&w->grace_ev, w->base, on_grace, w);
