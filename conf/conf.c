@@ -20,6 +20,7 @@
 
 #include <yaml.h>
 
+#include "base/ids.h"
 #include "base/bytes.h"
 
 /* The largest file we read; a gateway config is a few KiB, anything near this is a mistake. */
@@ -30,7 +31,6 @@
 #define CONF_MAX_LISTENERS 32
 #define CONF_MAX_PEERS 256
 #define CONF_MAX_ROUTES 1024
-#define CONF_CITY_MAX 63
 
 #define KIB ((uint64_t)1024)
 #define MIB (1024 * KIB)
@@ -102,20 +102,10 @@ static int nomem(loader *l)
 
 /* ---- small syntax checks shared by config and URLs ---- */
 
-/* City ids: [a-z][a-z0-9-]{0,62}. */
+/* City ids: [a-z][a-z0-9-]{0,62} (base/ids.h). */
 static bool is_city_id(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > CONF_CITY_MAX || s[0] < 'a' || s[0] > 'z') {
-        return false;
-    }
-    for (size_t i = 1; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-            return false;
-        }
-    }
-    return true;
+    return bg_city_id_valid(s, strlen(s));
 }
 
 /* Parses 1..65535 written as plain decimal digits (no sign, no leading zeros beyond "0"). */

@@ -14,20 +14,11 @@ void gw_builtin_answer(gw_stream *s)
     json_t *req = json_loadb((const char *)s->body.data, s->body.len, 0, NULL);
     const char *ds = json_string_value(json_object_get(req, "dataset"));
     if (ds != NULL) {
-        snprintf(dataset, sizeof(dataset), "%s", ds);
+        bg_strlcpy(dataset, ds, sizeof(dataset));
     }
     json_decref(req);
     json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:n,s:s}", "city", s->conn->w->srv->cfg->city,
                           "dataset", dataset, "request_id", s->request_id, "route",
                           s->resp_route, "result", "note", "built-in responder");
-    char *txt = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (txt == NULL) {
-        gw_stream_error(s, 500, "internal", "out of memory");
-        return;
-    }
-    size_t len = strlen(txt);
-    txt[len] = '\n';
-    gw_stream_respond(s, 200, "application/json", txt, len + 1);
-    free(txt);
+    gw_stream_respond_json(s, 200, j);
 }

@@ -485,31 +485,13 @@ static void client_flush(gw_client *cl)
     if (cl->h2 == NULL || gw_client_get_state(cl) != GW_CLIENT_CONNECTED) {
         return;
     }
-    /* produce up to GW_IO_HIGH, write; repeat while the socket takes everything */
-    bool produced;
-    do {
-        produced = false;
-        while (gw_io_pending(&cl->io) < GW_IO_HIGH && nghttp2_session_want_write(cl->h2)) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(cl->h2, &data);
-            if (n < 0) {
-                client_drop(cl, nghttp2_strerror((int)n), false);
-                return;
-            }
-            if (n == 0) {
-                break;
-            }
-            produced = true;
-            if (gw_io_append(&cl->io, data, (size_t)n) != 0) {
-                client_drop(cl, "out of memory", false);
-                return;
-            }
-        }
-        if (gw_io_flush(&cl->io) != 0) {
-            client_drop(cl, cl->io.err, false);
-            return;
-        }
-    } while (produced && gw_io_pending(&cl->io) == 0 && nghttp2_session_want_write(cl->h2));
+    const char *why = NULL;
+    if (gw_h2_send(cl->h2, &cl->io, &why) != 0) {
+        char copy[sizeof(cl->io.err)];
+        bg_strlcpy(copy, why, sizeof(copy)); /* |why| may point into the io being torn down */
+        client_drop(cl, copy, false);
+        return;
+    }
     if (!nghttp2_session_want_read(cl->h2) && !nghttp2_session_want_write(cl->h2) &&
         gw_io_pending(&cl->io) == 0) {
         client_drop(cl, cl->goaway ? "peer closed the session (GOAWAY)" : "session ended",

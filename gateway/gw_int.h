@@ -16,6 +16,7 @@
 #include <event2/buffer.h>
 #include <event2/listener.h>
 #include <nghttp2/nghttp2.h>
+#include <jansson.h>
 
 #include "base/bytes.h"
 #include "base/err.h"
@@ -194,12 +195,19 @@ struct gw_stream {
 };
 #define GW_STREAM_ZERO_END offsetof(gw_stream, method)
 
+/* Moves |h2|'s pending frames into |io| and writes them: produces up to GW_IO_HIGH, writes,
+ * and repeats while the socket takes everything (output left pending resumes from the io's
+ * writable() callback). Returns 0, or BG_ERR_PROTOCOL / BG_ERR_NOMEM / BG_ERR_IO with |*why|
+ * set to a static or io-owned description. Never call it from inside an nghttp2 callback. */
+int gw_h2_send(nghttp2_session *h2, gw_io *io, const char **why);
 /* Schedules a deferred nghttp2 send on |conn| (safe inside any callback). */
 void gw_conn_schedule_flush(gw_conn *conn);
 /* Submits a response with status and an optional JSON |body| (copied). Adds x-request-id
  * and, when |s|->resp_route is set, x-baygate-route. Returns 0 or BG_ERR_*. */
 int gw_stream_respond(gw_stream *s, int status, const char *content_type, const void *body,
                       size_t len);
+/* Answers with the JSON document |j| (taken, even on error; NULL answers 500) and a newline. */
+void gw_stream_respond_json(gw_stream *s, int status, json_t *j);
 /* Answers {"error":{"code":..,"message":..}} with |status|. */
 void gw_stream_error(gw_stream *s, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

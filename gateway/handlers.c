@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "base/clock.h"
+#include "base/ids.h"
 #include "base/log.h"
 
 void gw_request_classify(gw_stream *s)
@@ -82,19 +83,6 @@ static const conf_peer *stage_authenticate_peer(gw_stream *s)
     return NULL;
 }
 
-static bool valid_city(const char *c)
-{
-    size_t n = strlen(c);
-    if (n == 0 || n > 63 || !(c[0] >= 'a' && c[0] <= 'z')) {
-        return false;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if (!((c[i] >= 'a' && c[i] <= 'z') || (c[i] >= '0' && c[i] <= '9') || c[i] == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
 
 /* parse: the body is a JSON object naming "dataset": "<city>/<name>"; fills s->dest.
  * The home gateway parses; it sends the destination on as x-baygate-dest, so transit and
@@ -103,7 +91,7 @@ static bool valid_city(const char *c)
 static bool stage_parse(gw_stream *s)
 {
     if (s->route == GW_ROUTE_FED_QUERY && s->dest[0]) {
-        if (!valid_city(s->dest)) {
+        if (!bg_city_id_valid(s->dest, strlen(s->dest))) {
             gw_stream_error(s, 400, "bad_request", "malformed x-baygate-dest header");
             return false;
         }
@@ -191,19 +179,6 @@ static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
 
 /* ---- operator endpoints ----------------------------------------------------------------------- */
 
-static void respond_json(gw_stream *s, int status, json_t *j)
-{
-    char *txt = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (txt == NULL) {
-        gw_stream_error(s, 500, "internal", "out of memory");
-        return;
-    }
-    size_t len = strlen(txt);
-    txt[len] = '\n'; /* json_dumps' NUL becomes the newline: we pass the length */
-    gw_stream_respond(s, status, "application/json", txt, len + 1);
-    free(txt);
-}
 
 /* readyz and metrics: anyone on a local listener, or a verified certificate of this city. */
 static bool operator_allowed(gw_stream *s)
@@ -241,7 +216,7 @@ static void handle_readyz(gw_stream *s)
     if (atomic_load(&w->srv->draining)) {
         ready = false;
     }
-    respond_json(s, ready ? 200 : 503,
+    gw_stream_respond_json(s, ready ? 200 : 503,
                  json_pack("{s:b,s:s,s:o,s:s}", "ready", ready, "city", w->srv->cfg->city,
                            "peers", peers, "upstream", up));
 }
@@ -283,7 +258,7 @@ void gw_request_dispatch(gw_stream *s)
     }
     switch (s->route) {
     case GW_ROUTE_HEALTHZ:
-        respond_json(s, 200, json_pack("{s:s,s:s}", "status", "ok", "city", srv->cfg->city));
+        gw_stream_respond_json(s, 200, json_pack("{s:s,s:s}", "status", "ok", "city", srv->cfg->city));
         return;
     case GW_ROUTE_READYZ:
         if (operator_allowed(s)) {

@@ -204,6 +204,22 @@ int gw_stream_respond(gw_stream *s, int status, const char *content_type, const 
     return submit_head(s, status, extra, n, len > 0);
 }
 
+void gw_stream_respond_json(gw_stream *s, int status, json_t *j)
+{
+    char *txt = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (txt == NULL) {
+        gw_stream_error(s, 500, "internal", "out of memory");
+        return;
+    }
+    size_t len = strlen(txt);
+    txt[len] = '\n'; /* json_dumps' NUL becomes the newline: the length is passed */
+    if (gw_stream_respond(s, status, "application/json", txt, len + 1) != 0) {
+        gw_stream_reset(s, NGHTTP2_INTERNAL_ERROR);
+    }
+    free(txt);
+}
+
 void gw_stream_error(gw_stream *s, int status, const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -539,39 +555,47 @@ static void conn_flush(gw_conn *conn)
     if (conn->h2 == NULL) {
         return;
     }
-    /* produce up to GW_IO_HIGH, write; repeat while the socket takes everything */
+    const char *why = NULL;
+    int rv = gw_h2_send(conn->h2, &conn->io, &why);
+    if (rv != 0) {
+        bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"send failed\" err=\"%s\"",
+               (unsigned long long)conn->conn_id, conn->addr, why);
+        gw_conn_free(conn);
+        return;
+    }
+    if (!nghttp2_session_want_read(conn->h2) && !nghttp2_session_want_write(conn->h2) &&
+        gw_io_pending(&conn->io) == 0) {
+        gw_conn_free(conn);
+    }
+}
+
+int gw_h2_send(nghttp2_session *h2, gw_io *io, const char **why)
+{
     bool produced;
     do {
         produced = false;
-        while (gw_io_pending(&conn->io) < GW_IO_HIGH && nghttp2_session_want_write(conn->h2)) {
+        while (gw_io_pending(io) < GW_IO_HIGH && nghttp2_session_want_write(h2)) {
             const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(conn->h2, &data);
+            ssize_t n = nghttp2_session_mem_send(h2, &data);
             if (n < 0) {
-                bg_log(BG_LOG_WARN, "conn=%llu msg=\"http2 send failed\" err=\"%s\"",
-                       (unsigned long long)conn->conn_id, nghttp2_strerror((int)n));
-                gw_conn_free(conn);
-                return;
+                *why = nghttp2_strerror((int)n);
+                return BG_ERR_PROTOCOL;
             }
             if (n == 0) {
                 break;
             }
             produced = true;
-            if (gw_io_append(&conn->io, data, (size_t)n) != 0) {
-                gw_conn_free(conn);
-                return;
+            if (gw_io_append(io, data, (size_t)n) != 0) {
+                *why = "out of memory";
+                return BG_ERR_NOMEM;
             }
         }
-        if (gw_io_flush(&conn->io) != 0) {
-            bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"write failed\" err=\"%s\"",
-                   (unsigned long long)conn->conn_id, conn->addr, conn->io.err);
-            gw_conn_free(conn);
-            return;
+        if (gw_io_flush(io) != 0) {
+            *why = io->err;
+            return BG_ERR_IO;
         }
-    } while (produced && gw_io_pending(&conn->io) == 0 && nghttp2_session_want_write(conn->h2));
-    if (!nghttp2_session_want_read(conn->h2) && !nghttp2_session_want_write(conn->h2) &&
-        gw_io_pending(&conn->io) == 0) {
-        gw_conn_free(conn);
-    }
+    } while (produced && gw_io_pending(io) == 0 && nghttp2_session_want_write(h2));
+    return 0;
 }
 
 static void conn_run_flush(gw_flushable *f)

@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CITY_MAX 63
+#include "base/ids.h"
+
 #define DATASET_NAME_MAX 128
 
 typedef struct route_entry {
@@ -23,19 +24,10 @@ struct route_table {
     size_t n;
 };
 
-/* City ids: [a-z][a-z0-9-]{0,62}; |len| bytes of |s|. */
+/* City ids: [a-z][a-z0-9-]{0,62}; |len| bytes of |s| (base/ids.h). */
 static bool is_city(const char *s, size_t len)
 {
-    if (len == 0 || len > CITY_MAX || s[0] < 'a' || s[0] > 'z') {
-        return false;
-    }
-    for (size_t i = 1; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-            return false;
-        }
-    }
-    return true;
+    return bg_city_id_valid(s, len);
 }
 
 static int entry_cmp(const void *a, const void *b)
