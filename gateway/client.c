@@ -116,10 +116,10 @@ static void set_state(gw_client *cl, gw_client_state st)
 
 static void active_unlink(gw_client *cl, gw_cstream *cs)
 {
-    if (cs->prev != NULL) {
-        cs->prev->next = cs->next;
-    } else if (cl->active == cs) {
+    if (cl->active == cs) {
         cl->active = cs->next;
+    } else if (cs->prev != NULL) {
+        cs->prev->next = cs->next;
     }
     if (cs->next != NULL) {
         cs->next->prev = cs->prev;
@@ -220,9 +220,12 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     }
     bg_iov n = {name, namelen};
     if (bg_iov_eq_str(n, ":status")) {
-        char st[8];
-        copy_val(st, sizeof(st), value, valuelen);
-        cs->status = atoi(st);
+        /* a 3-digit status, else 0: relay_head() only relays >= 200 */
+        cs->status = 0;
+        if (valuelen == 3 && value[0] >= '1' && value[0] <= '9' && value[1] >= '0' &&
+            value[1] <= '9' && value[2] >= '0' && value[2] <= '9') {
+            cs->status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+        }
     } else if (bg_iov_eq_str(n, "content-type")) {
         copy_val(cs->content_type, sizeof(cs->content_type), value, valuelen);
     } else if (bg_iov_eq_str(n, "content-length")) {
@@ -423,7 +426,8 @@ static void fail_pending(gw_client *cl, const char *why)
 }
 
 /* Tears the session down; in-flight streams fail. Then either the next URL is tried at once
- * (connect failures with URLs left), or the backoff timer starts. */
+ * (connect failures with URLs left), or the backoff timer starts. It and client_connect()
+ * recurse only through an immediate connect failure, at most once per configured URL. */
 static void client_drop(gw_client *cl, const char *why, bool connect_failure)
 {
     bool was_connected = gw_client_get_state(cl) == GW_CLIENT_CONNECTED;

@@ -87,6 +87,16 @@ static int probe_listeners(const conf_gateway *cfg, bg_errbuf *eb)
     return 0;
 }
 
+/* libevent's own warnings go through our log, not straight to stderr. */
+static void on_libevent_log(int severity, const char *msg)
+{
+    bg_log_level lvl = severity >= EVENT_LOG_ERR    ? BG_LOG_ERROR
+                       : severity >= EVENT_LOG_WARN ? BG_LOG_WARN
+                       : severity >= EVENT_LOG_MSG  ? BG_LOG_INFO
+                                                    : BG_LOG_DEBUG;
+    bg_log(lvl, "msg=\"libevent\" detail=\"%s\"", msg);
+}
+
 static bool same_str(const char *a, const char *b)
 {
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
@@ -116,10 +126,20 @@ static const char *reload_blocker(const conf_gateway *o, const conf_gateway *n)
         strcmp(o->tls.trust_bundle, n->tls.trust_bundle) != 0) {
         return "tls";
     }
-    if (memcmp(&o->timeouts, &n->timeouts, sizeof(o->timeouts)) != 0) {
+    const conf_timeouts *ot = &o->timeouts, *nt = &n->timeouts;
+    if (ot->connect_ms != nt->connect_ms || ot->request_ms != nt->request_ms ||
+        ot->ping_interval_ms != nt->ping_interval_ms ||
+        ot->ping_timeout_ms != nt->ping_timeout_ms ||
+        ot->backoff_initial_ms != nt->backoff_initial_ms ||
+        ot->backoff_max_ms != nt->backoff_max_ms || ot->idle_ms != nt->idle_ms ||
+        ot->shutdown_grace_ms != nt->shutdown_grace_ms) {
         return "timeouts";
     }
-    if (memcmp(&o->limits, &n->limits, sizeof(o->limits)) != 0) {
+    const conf_limits *ol = &o->limits, *nl = &n->limits;
+    if (ol->max_body_bytes != nl->max_body_bytes || ol->max_hops != nl->max_hops ||
+        ol->max_concurrent_streams != nl->max_concurrent_streams ||
+        ol->max_connections != nl->max_connections ||
+        ol->stream_window_bytes != nl->stream_window_bytes) {
         return "limits";
     }
     if (!same_str(o->ledger_path, n->ledger_path) || !same_str(o->access_log, n->access_log) ||
@@ -242,6 +262,7 @@ int main(int argc, char **argv)
     rt = NULL; /* owned by the generation now */
     pthread_mutex_init(&srv.gen_mu, NULL);
     atomic_init(&srv.draining, false);
+    event_set_log_callback(on_libevent_log);
     if (evthread_use_pthreads() != 0 || gw_metrics_new(&srv.metrics) != 0 ||
         gw_accesslog_new(&srv.alog, cfg->access_log, &eb) != 0 ||
         probe_listeners(cfg, &eb) != 0) {

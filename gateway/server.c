@@ -33,10 +33,10 @@ static gw_stream *stream_get(gw_conn *conn, int32_t id)
 static void stream_unlink(gw_stream *s)
 {
     gw_conn *conn = s->conn;
-    if (s->prev != NULL) {
-        s->prev->next = s->next;
-    } else {
+    if (conn->streams == s) {
         conn->streams = s->next;
+    } else if (s->prev != NULL) {
+        s->prev->next = s->next;
     }
     if (s->next != NULL) {
         s->next->prev = s->prev;
@@ -481,8 +481,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         return 0;
     }
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-    gw_request_record(s, error_code);
     stream_unlink(s);
+    gw_request_record(s, error_code);
     stream_free(s);
     gw_metrics_streams(conn->w->srv->metrics, -1);
     return 0;
@@ -503,10 +503,10 @@ static int on_error(nghttp2_session *session, int lib_error_code, const char *ms
 static void conn_unlink(gw_conn *conn)
 {
     gw_worker *w = conn->w;
-    if (conn->prev != NULL) {
-        conn->prev->next = conn->next;
-    } else if (w->conns == conn) {
+    if (w->conns == conn) {
         w->conns = conn->next;
+    } else if (conn->prev != NULL) {
+        conn->prev->next = conn->next;
     }
     if (conn->next != NULL) {
         conn->next->prev = conn->prev;
@@ -522,12 +522,16 @@ void gw_conn_free(gw_conn *conn)
     gw_worker *w = conn->w;
     /* nghttp2_session_del() does not call on_stream_close: release streams here. */
     while (conn->streams != NULL) {
-        gw_stream *s = conn->streams;
+        gw_stream *s = conn->streams; /* pop the head */
+        conn->streams = s->next;
+        if (s->next != NULL) {
+            s->next->prev = NULL;
+        }
+        s->next = NULL;
         if (conn->h2 != NULL) {
             nghttp2_session_set_stream_user_data(conn->h2, s->id, NULL);
         }
         gw_request_record(s, NGHTTP2_CANCEL);
-        stream_unlink(s);
         stream_free(s);
         gw_metrics_streams(w->srv->metrics, -1);
     }
