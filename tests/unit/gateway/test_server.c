@@ -277,6 +277,57 @@ static void test_metrics_counts_requests(void **state)
     assert_non_null(strstr(r.body, "baygate_request_duration_seconds_bucket"));
 }
 
+static void test_accesslog_line_fields(void **state)
+{
+    gwt *t = *state;
+    char path[] = "/tmp/bg-test-access-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    gw_accesslog *saved = t->srv.alog;
+    assert_int_equal(gw_accesslog_new(&t->srv.alog, path, &t->eb), 0);
+    reply r;
+    request(t, "POST", "/v1/queries", "{\"dataset\":\"testcity/stroke-registry\"}",
+            "x-request-id", "log-check-1", &r);
+    assert_int_equal(r.status, 200);
+    request(t, "POST", "/v1/queries", "{bad", "x-request-id", "log-check-2", &r);
+    assert_int_equal(r.status, 400);
+    gw_accesslog_free(t->srv.alog);
+    t->srv.alog = saved;
+
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        json_error_t err;
+        json_t *j = json_loads(line, 0, &err);
+        assert_non_null(j);
+        const char *rid = json_string_value(json_object_get(j, "request_id"));
+        assert_non_null(rid);
+        assert_string_equal(json_string_value(json_object_get(j, "city")), "testcity");
+        assert_string_equal(json_string_value(json_object_get(j, "peer")),
+                            "spiffe://testcity.gba/firm/test");
+        assert_string_equal(json_string_value(json_object_get(j, "route")), "/v1/queries");
+        assert_non_null(json_object_get(j, "time"));
+        assert_true(json_is_real(json_object_get(j, "latency_ms")));
+        if (strcmp(rid, "log-check-1") == 0) {
+            assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+            assert_string_equal(json_string_value(json_object_get(j, "dest")), "testcity");
+            assert_true(json_integer_value(json_object_get(j, "bytes_out")) > 0);
+            n++;
+        } else if (strcmp(rid, "log-check-2") == 0) {
+            assert_int_equal(json_integer_value(json_object_get(j, "status")), 400);
+            assert_string_equal(json_string_value(json_object_get(j, "error")), "invalid_json");
+            n++;
+        }
+        json_decref(j);
+    }
+    fclose(f);
+    unlink(path);
+    assert_int_equal(n, 2);
+}
+
 static void test_garbage_frames_goaway_protocol_error(void **state)
 {
     gwt *t = *state;
@@ -343,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_query_too_large_413),
         cmocka_unit_test(test_fed_query_from_non_peer_403),
         cmocka_unit_test(test_metrics_counts_requests),
+        cmocka_unit_test(test_accesslog_line_fields),
         cmocka_unit_test(test_garbage_frames_goaway_protocol_error),
         cmocka_unit_test(test_bad_preface_closes),
     };
