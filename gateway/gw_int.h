@@ -283,6 +283,8 @@ void gw_metrics_conn(gw_metrics *m, bool inbound, int delta);
 void gw_metrics_streams(gw_metrics *m, int delta);
 /* Outbound session |peer| moved from state |from| to |to| (-1: created / removed). */
 void gw_metrics_peer_state(gw_metrics *m, const char *peer, int from, int to);
+/* Sessions to |peer| in |state| across all workers now. */
+long long gw_metrics_peer_count(gw_metrics *m, const char *peer, int state);
 /* Renders Prometheus text for the whole process into |out|. */
 int gw_metrics_render(gw_metrics *m, bg_buf *out);
 const char *gw_route_label(gw_route_id r);

@@ -196,29 +196,43 @@ static bool operator_allowed(gw_stream *s)
     return false;
 }
 
+/* One session per worker: "connected" when every worker's is, else this worker's state, or
+ * "partial" when this worker's is connected but another's is not. Requests land on any worker,
+ * so ready means all of them can reach every peer. */
+static const char *session_state(gw_worker *w, const gw_client *cl, bool *ready)
+{
+    long long up = gw_metrics_peer_count(w->srv->metrics, gw_client_name(cl),
+                                         GW_CLIENT_CONNECTED);
+    gw_client_state st = gw_client_get_state(cl);
+    if (up >= (long long)w->srv->nworkers) {
+        return "connected";
+    }
+    *ready = false;
+    return st == GW_CLIENT_CONNECTED ? "partial" : gw_client_state_name(st);
+}
+
 static void handle_readyz(gw_stream *s)
 {
     gw_worker *w = s->conn->w;
     bool ready = true;
     json_t *peers = json_object();
     for (size_t i = 0; i < w->npeers; i++) {
-        gw_client_state st = gw_client_get_state(w->peers[i]);
         json_object_set_new(peers, gw_client_name(w->peers[i]),
-                            json_string(gw_client_state_name(st)));
-        ready = ready && st == GW_CLIENT_CONNECTED;
+                            json_string(session_state(w, w->peers[i], &ready)));
     }
     const char *up = "builtin";
     if (w->upstream != NULL) {
-        gw_client_state st = gw_client_get_state(w->upstream);
-        up = gw_client_state_name(st);
-        ready = ready && st == GW_CLIENT_CONNECTED;
+        up = session_state(w, w->upstream, &ready);
+    } else if (!w->gen->cfg->upstream.builtin) {
+        up = "none";
+        ready = false;
     }
     if (atomic_load(&w->srv->draining)) {
         ready = false;
     }
     gw_stream_respond_json(s, ready ? 200 : 503,
-                 json_pack("{s:b,s:s,s:o,s:s}", "ready", ready, "city", w->srv->cfg->city,
-                           "peers", peers, "upstream", up));
+                           json_pack("{s:b,s:s,s:o,s:s}", "ready", ready, "city",
+                                     w->srv->cfg->city, "peers", peers, "upstream", up));
 }
 
 static void handle_metrics(gw_stream *s)

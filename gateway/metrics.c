@@ -124,6 +124,20 @@ void gw_metrics_streams(gw_metrics *m, int delta)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
+long long gw_metrics_peer_count(gw_metrics *m, const char *peer, int state)
+{
+    long long v = 0;
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->npeers; i++) {
+        if (strcmp(m->peers[i].name, peer) == 0 && state >= 0 && state < 4) {
+            v = (long long)LOAD(m->peers[i].count[state]);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    return v;
+}
+
 int gw_metrics_render(gw_metrics *m, bg_buf *o)
 {
     int rv = 0;

@@ -22,6 +22,8 @@ import h2.events
 
 import harness
 
+WORKERS = 2  # reload must reach every worker's sessions
+
 
 class H2Conn:
     """One TLS HTTP/2 connection with a client certificate; requests run one at a time or
@@ -102,7 +104,7 @@ def main(t):
     up = harness.PyUpstream(t, "slow-upstream", delay=2.0).start_ready()
     gws = harness.federation(t, ["guangzhou", "shenzhen", "hongkong"],
                              [("guangzhou", "shenzhen"), ("guangzhou", "hongkong")],
-                             per_city={"guangzhou": {"upstream": up.url()}})
+                             per_city={"guangzhou": {"upstream": up.url(), "workers": WORKERS}})
     gz, sz, hk = gws["guangzhou"], gws["shenzhen"], gws["hongkong"]
     # guangzhou starts without hongkong (hongkong already accepts guangzhou as its peer)
     gz.peers = [("shenzhen", sz)]
@@ -140,8 +142,8 @@ def main(t):
     t.check(res.get("status") == 200, "after reload, same connection: shenzhen still 200", res)
     n_up = count_in_log(gz, 'peer=shenzhen url=')
     t.check(count_in_log(gz, 'peer=shenzhen url=https://127.0.0.1:%d msg="session up"'
-                         % sz.tls_port) == 1,
-            "the shenzhen session survived the reload (one 'session up' in the log)",
+                         % sz.tls_port) == WORKERS,
+            "the shenzhen sessions survived the reload (one 'session up' per worker in the log)",
             gz.stderr_tail(20))
     t.log("shenzhen session log lines: %d" % n_up)
 
@@ -171,8 +173,13 @@ def main(t):
         lambda: (lambda x: x if x.status == 404 else None)(gz.query("shenzhen/metro")), 10)
     t.check(gone and gone.error_code() == "unknown_city",
             "after removing shenzhen: its queries -> 404 unknown_city", gone)
-    t.check(count_in_log(gz, 'peer=shenzhen msg="session retired by reload"') >= 1,
-            "the shenzhen session was retired", gz.stderr_tail(10))
+    t.check(count_in_log(gz, 'peer=shenzhen msg="session retired by reload"') == WORKERS,
+            "the shenzhen session of every worker was retired", gz.stderr_tail(10))
+    mt = harness.curl(t, gz.local_url("/metrics"), h2c=True, timeout=5)
+    t.check(mt.status == 200 and 'baygate_peer_state{peer="hongkong",state="connected"} %d'
+            % WORKERS in mt.body and
+            'baygate_peer_state{peer="shenzhen",state="connected"} 0' in mt.body,
+            "metrics: hongkong connected on every worker, shenzhen gone", mt.body[-800:])
     res = c.wait(c.start("hongkong/stroke-registry"))
     t.check(res.get("status") == 200 and not c.closed,
             "the original connection still serves after three reloads", res)
