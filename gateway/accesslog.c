@@ -16,6 +16,7 @@
 struct gw_accesslog {
     int fd; /* -1: off */
     bool owned;
+    char *path; /* owned files only, for reopen */
 };
 
 int gw_accesslog_new(gw_accesslog **out, const char *where, bg_errbuf *eb)
@@ -35,6 +36,12 @@ int gw_accesslog_new(gw_accesslog **out, const char *where, bg_errbuf *eb)
             return bg_errf(eb, BG_ERR_IO, "%s: cannot open access log: %s", where, strerror(e));
         }
         al->owned = true;
+        al->path = strdup(where);
+        if (al->path == NULL) {
+            close(al->fd);
+            free(al);
+            return BG_ERR_NOMEM;
+        }
     }
     *out = al;
     return 0;
@@ -48,7 +55,27 @@ void gw_accesslog_free(gw_accesslog *al)
     if (al->owned) {
         close(al->fd);
     }
+    free(al->path);
     free(al);
+}
+
+int gw_accesslog_reopen(gw_accesslog *al, bg_errbuf *eb)
+{
+    if (al == NULL || !al->owned) {
+        return 0;
+    }
+    int fd = open(al->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return bg_errf(eb, BG_ERR_IO, "%s: cannot reopen access log: %s", al->path,
+                       strerror(errno));
+    }
+    /* dup2 swaps the file under the same descriptor number atomically: workers writing
+     * concurrently land in the old file or the new one, never nowhere. */
+    int rv = dup2(fd, al->fd) < 0 ? bg_errf(eb, BG_ERR_IO, "%s: dup2: %s", al->path,
+                                            strerror(errno))
+                                  : 0;
+    close(fd);
+    return rv;
 }
 
 bool gw_accesslog_enabled(const gw_accesslog *al)

@@ -292,6 +292,8 @@ const char *gw_route_label(gw_route_id r);
 /* Opens the log named by |where| ("stdout", "off", or a path); 0 or BG_ERR_IO with |eb|. */
 int gw_accesslog_new(gw_accesslog **out, const char *where, bg_errbuf *eb);
 void gw_accesslog_free(gw_accesslog *al);
+/* Reopens a file log at its path (after rotation moved it); any thread. 0 or BG_ERR_IO. */
+int gw_accesslog_reopen(gw_accesslog *al, bg_errbuf *eb);
 bool gw_accesslog_enabled(const gw_accesslog *al);
 void gw_accesslog_write(gw_accesslog *al, const gw_stream *s, const char *city,
                         uint64_t latency_us, uint32_t error_code);

@@ -276,6 +276,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -312,6 +313,15 @@ int main(int argc, char **argv)
         }
         if (sig == SIGHUP) {
             reload(&srv, path);
+            continue;
+        }
+        if (sig == SIGUSR1) {
+            bg_errbuf reb = {{0}};
+            if (gw_accesslog_reopen(srv.alog, &reb) != 0) {
+                bg_log(BG_LOG_ERROR, "msg=\"SIGUSR1: %s\"", reb.msg);
+            } else {
+                bg_log(BG_LOG_INFO, "msg=\"SIGUSR1: access log reopened\"");
+            }
             continue;
         }
         bg_log(BG_LOG_INFO, "msg=\"%s: draining\" grace_ms=%u", sig == SIGINT ? "SIGINT" : "SIGTERM",
