@@ -56,7 +56,7 @@ static const char *show(char *buf, size_t size, const char *s, size_t len)
     size_t i;
     for (i = 0; i < len && i < max; i++) {
         unsigned char c = (unsigned char)s[i];
-        buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+        buf[i] = (c >= 0x20 && c < 0x7f) ? s[i] : '?';
     }
     if (i < len) {
         memcpy(buf + i, "...", 3);
@@ -80,7 +80,8 @@ static int fail_at(loader *l, unsigned long line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
-    return bg_errf(l->eb, BG_ERR_CONF_INVALID, "%s:%lu: %s", l->name, line, what);
+    bg_errf(l->eb, BG_ERR_CONF_INVALID, "%s:%lu: %s", l->name, line, what);
+    return BG_ERR_CONF_INVALID;
 }
 
 static int fail(loader *l, const yaml_node_t *n, const char *fmt, ...)
@@ -92,12 +93,14 @@ static int fail(loader *l, const yaml_node_t *n, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
-    return bg_errf(l->eb, BG_ERR_CONF_INVALID, "%s:%lu: %s", l->name, node_line(n), what);
+    bg_errf(l->eb, BG_ERR_CONF_INVALID, "%s:%lu: %s", l->name, node_line(n), what);
+    return BG_ERR_CONF_INVALID;
 }
 
 static int nomem(loader *l)
 {
-    return bg_errf(l->eb, BG_ERR_NOMEM, "%s: out of memory", l->name);
+    bg_errf(l->eb, BG_ERR_NOMEM, "%s: out of memory", l->name);
+    return BG_ERR_NOMEM;
 }
 
 /* ---- small syntax checks shared by config and URLs ---- */
