@@ -71,6 +71,8 @@ static unsigned long node_line(const yaml_node_t *n)
     return n != NULL ? (unsigned long)n->start_mark.line + 1 : 1;
 }
 
+/* Writes "file:line: <message>" to the caller's error buffer; always returns
+ * BG_ERR_CONF_INVALID, so `return fail(...)` never reads as success. */
 static int fail_at(loader *l, unsigned long line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int fail_at(loader *l, unsigned long line, const char *fmt, ...)
@@ -84,6 +86,7 @@ static int fail_at(loader *l, unsigned long line, const char *fmt, ...)
     return BG_ERR_CONF_INVALID;
 }
 
+/* fail_at() at the line of node |n| (line 1 when |n| is NULL). */
 static int fail(loader *l, const yaml_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int fail(loader *l, const yaml_node_t *n, const char *fmt, ...)
@@ -97,6 +100,7 @@ static int fail(loader *l, const yaml_node_t *n, const char *fmt, ...)
     return BG_ERR_CONF_INVALID;
 }
 
+/* Always returns BG_ERR_NOMEM. */
 static int nomem(loader *l)
 {
     bg_errf(l->eb, BG_ERR_NOMEM, "%s: out of memory", l->name);

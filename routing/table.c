@@ -63,12 +63,15 @@ int route_table_new(route_table **out, const conf_gateway *cfg, bg_errbuf *eb)
         rv = bg_errf(eb, BG_ERR_NOMEM, "%s: route table: out of memory", name);
         goto fail_free;
     }
-    if (n > 0) {
-        t->entries = calloc(n, sizeof(*t->entries));
-        if (t->entries == NULL) {
-            rv = bg_errf(eb, BG_ERR_NOMEM, "%s: route table: out of memory", name);
-            goto fail_free;
-        }
+    if (n == 0) {
+        /* No peers and no routes: only the own city is reachable. */
+        *out = t;
+        return 0;
+    }
+    t->entries = calloc(n, sizeof(*t->entries));
+    if (t->entries == NULL) {
+        rv = bg_errf(eb, BG_ERR_NOMEM, "%s: route table: out of memory", name);
+        goto fail_free;
     }
     for (size_t i = 0; i < cfg->npeers; i++) {
         const conf_peer *p = &cfg->peers[i];

@@ -135,6 +135,11 @@ static void test_route_table_new_invalid(void **state)
     assert_int_equal(route_table_new(&t, &badvia, &eb), BG_ERR_CONF_INVALID);
     assert_non_null(strstr(eb.msg, "unknown peer"));
 
+    /* Routes without any peer (the path clang-tidy once read as a NULL entries array). */
+    conf_gateway nopeers = {.city = (char *)"guangzhou", .routes = routes, .nroutes = 1};
+    assert_int_equal(route_table_new(&t, &nopeers, &eb), BG_ERR_CONF_INVALID);
+    assert_non_null(strstr(eb.msg, "unknown peer"));
+
     conf_route self_route = {.city = (char *)"guangzhou", .via = (char *)"macau"};
     conf_gateway selfr = {.city = (char *)"guangzhou", .peers = peers, .npeers = 1,
                           .routes = &self_route, .nroutes = 1};
