@@ -20,6 +20,12 @@ const char *bg_strerror(int err)
     case BG_ERR_TLS: return "tls error";
     case BG_ERR_CERT: return "certificate error";
     case BG_ERR_IDENTITY: return "identity error";
+    case BG_ERR_CONTRACT_INVALID: return "invalid contract";
+    case BG_ERR_SIGNATURE: return "signature does not verify";
+    case BG_ERR_CONTRACT_EXPIRED: return "contract expired";
+    case BG_ERR_CONTRACT_REVOKED: return "contract revoked or not in force";
+    case BG_ERR_BUDGET_EXHAUSTED: return "contract budget exhausted";
+    case BG_ERR_STORE: return "store error";
     case BG_ERR_NO_ROUTE: return "no route";
     case BG_ERR_LOOP: return "routing loop";
     case BG_ERR_TOO_MANY_HOPS: return "too many hops";

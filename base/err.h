@@ -24,6 +24,12 @@ enum {
     BG_ERR_TLS = -200,
     BG_ERR_CERT = -201,
     BG_ERR_IDENTITY = -202,
+    BG_ERR_CONTRACT_INVALID = -203,  /* malformed or inconsistent contract */
+    BG_ERR_SIGNATURE = -204,         /* a signature or its signer does not verify */
+    BG_ERR_CONTRACT_EXPIRED = -205,  /* outside its validity */
+    BG_ERR_CONTRACT_REVOKED = -206,  /* revoked, terminated or not yet finalized */
+    BG_ERR_BUDGET_EXHAUSTED = -207,  /* no queries (or privacy budget) left */
+    BG_ERR_STORE = -208,             /* the LMDB store failed (see the log for mdb_strerror) */
     /* routing: -300s */
     BG_ERR_NO_ROUTE = -300,
     BG_ERR_LOOP = -301,
