@@ -1,0 +1,467 @@
+/* trust/store.c: see store.h. LMDB's conventions (MDB_* codes, values valid only inside their
+ * transaction) stop here: callers get BG_ERR_* and copies. */
+#include "trust/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <lmdb.h>
+
+#define DEFAULT_MAP (64u * 1024u * 1024u)
+#define RECORD_MAGIC 0x42474331u /* "BGC1" */
+
+struct trust_store {
+    MDB_env *env;
+    MDB_dbi contracts;    /* id -> record */
+    MDB_dbi by_requester; /* requester -> id (MDB_DUPSORT) */
+    size_t map_size;
+    /* Every transaction holds this shared; growing the map (MDB_MAP_FULL) needs it exclusive,
+     * because mdb_env_set_mapsize() requires that no transaction is open in the process. */
+    pthread_rwlock_t grow;
+};
+
+/* Record layout (native byte order: the file never leaves this host):
+ * header | requester bytes | contract bytes. */
+typedef struct record_hdr {
+    uint32_t magic;
+    uint32_t state;
+    int64_t valid_from;
+    int64_t valid_until;
+    uint32_t max_queries;
+    uint32_t used;
+    uint32_t requester_len;
+    uint32_t reserved;
+} record_hdr;
+_Static_assert(sizeof(record_hdr) == 40, "record header layout");
+
+static int mdb_err(int rc)
+{
+    return rc == MDB_NOTFOUND ? BG_ERR_NOTFOUND : rc == ENOMEM ? BG_ERR_NOMEM : BG_ERR_STORE;
+}
+
+int trust_store_open(trust_store **out, const char *dir, size_t map_size, bg_errbuf *eb)
+{
+    trust_store *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return bg_errf(eb, BG_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    s->map_size = map_size ? map_size : DEFAULT_MAP;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        int e = errno;
+        free(s);
+        return bg_errf(eb, BG_ERR_STORE, "%s: cannot create directory: %s", dir, strerror(e));
+    }
+    int rc = mdb_env_create(&s->env);
+    if (rc == 0) {
+        rc = mdb_env_set_maxdbs(s->env, 8);
+    }
+    if (rc == 0) {
+        rc = mdb_env_set_mapsize(s->env, s->map_size);
+    }
+    if (rc == 0) {
+        /* MDB_NOTLS: read transactions are not tied to threads (workers share the env). */
+        rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
+    }
+    MDB_txn *txn = NULL;
+    if (rc == 0) {
+        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    }
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "contracts", MDB_CREATE, &s->contracts);
+    }
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "contracts_by_requester", MDB_CREATE | MDB_DUPSORT,
+                          &s->by_requester);
+    }
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (rc != 0) {
+        if (txn != NULL) {
+            mdb_txn_abort(txn);
+        }
+        if (s->env != NULL) {
+            mdb_env_close(s->env);
+        }
+        free(s);
+        return bg_errf(eb, BG_ERR_STORE, "%s: cannot open store: %s", dir, mdb_strerror(rc));
+    }
+    pthread_rwlock_init(&s->grow, NULL);
+    *out = s;
+    return 0;
+}
+
+void trust_store_close(trust_store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    mdb_env_close(s->env);
+    pthread_rwlock_destroy(&s->grow);
+    free(s);
+}
+
+/* Doubles the map after MDB_MAP_FULL; the caller holds no transaction. */
+static int grow_map(trust_store *s)
+{
+    pthread_rwlock_wrlock(&s->grow);
+    MDB_envinfo info;
+    int rc = mdb_env_info(s->env, &info);
+    if (rc == 0 && info.me_mapsize <= s->map_size) {
+        rc = mdb_env_set_mapsize(s->env, s->map_size * 2);
+        if (rc == 0) {
+            s->map_size *= 2;
+        }
+    } else if (rc == 0) {
+        s->map_size = info.me_mapsize; /* another thread grew it already */
+    }
+    pthread_rwlock_unlock(&s->grow);
+    return rc;
+}
+
+static void unpack(const MDB_val *v, trust_store_meta *m, const uint8_t **bytes, size_t *len)
+{
+    record_hdr h;
+    memcpy(&h, v->mv_data, sizeof(h));
+    m->state = h.state;
+    m->valid_from = h.valid_from;
+    m->valid_until = h.valid_until;
+    m->max_queries = h.max_queries;
+    m->used = h.used;
+    size_t rl = h.requester_len > TRUST_STORE_REQUESTER_MAX ? TRUST_STORE_REQUESTER_MAX
+                                                             : h.requester_len;
+    memcpy(m->requester, (const uint8_t *)v->mv_data + sizeof(h), rl);
+    m->requester[rl] = 0;
+    if (bytes != NULL) {
+        *bytes = (const uint8_t *)v->mv_data + sizeof(h) + h.requester_len;
+        *len = v->mv_size - sizeof(h) - h.requester_len;
+    }
+}
+
+static bool record_ok(const MDB_val *v)
+{
+    record_hdr h;
+    if (v->mv_size < sizeof(h)) {
+        return false;
+    }
+    memcpy(&h, v->mv_data, sizeof(h));
+    return h.magic == RECORD_MAGIC && h.requester_len <= TRUST_STORE_REQUESTER_MAX &&
+           sizeof(h) + h.requester_len <= v->mv_size;
+}
+
+static bool valid_id(const char *id)
+{
+    if (strlen(id) != TRUST_STORE_ID_LEN) {
+        return false;
+    }
+    for (size_t i = 0; i < TRUST_STORE_ID_LEN; i++) {
+        char c = id[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static MDB_val key_of(const char *id)
+{
+    MDB_val k = {TRUST_STORE_ID_LEN, (void *)(uintptr_t)id};
+    return k;
+}
+
+/* One write transaction running |fn|; retries once per map growth on MDB_MAP_FULL. |fn|
+ * returns 0, an LMDB code, or a BG_ERR_* to abort with that error. */
+static int write_txn(trust_store *s, int (*fn)(trust_store *s, MDB_txn *txn, void *arg),
+                     void *arg)
+{
+    for (int attempt = 0; attempt < 8; attempt++) {
+        pthread_rwlock_rdlock(&s->grow);
+        MDB_txn *txn;
+        int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc == 0) {
+            rc = fn(s, txn, arg);
+            if (rc == 0) {
+                rc = mdb_txn_commit(txn);
+            } else {
+                mdb_txn_abort(txn);
+            }
+        }
+        pthread_rwlock_unlock(&s->grow);
+        if (rc == MDB_MAP_FULL) {
+            if (grow_map(s) != 0) {
+                return BG_ERR_STORE;
+            }
+            continue;
+        }
+        if (rc == 0) {
+            return 0;
+        }
+        /* ours are BG_ERR_* (-1..-999); LMDB's are MDB_* (<= -30600) or errno values */
+        return (rc < 0 && rc > -1000) ? rc : mdb_err(rc);
+    }
+    return BG_ERR_STORE;
+}
+
+typedef struct put_arg {
+    const char *id;
+    const trust_store_meta *meta;
+    const uint8_t *bytes;
+    size_t len;
+} put_arg;
+
+static int do_put(trust_store *s, MDB_txn *txn, void *arg)
+{
+    put_arg *a = arg;
+    MDB_val k = key_of(a->id), v;
+    int rc = mdb_get(txn, s->contracts, &k, &v);
+    if (rc == 0) {
+        const uint8_t *old;
+        size_t oldlen;
+        trust_store_meta m;
+        if (!record_ok(&v)) {
+            return BG_ERR_STORE;
+        }
+        unpack(&v, &m, &old, &oldlen);
+        if (oldlen == a->len && memcmp(old, a->bytes, a->len) == 0) {
+            return 0; /* same contract again: idempotent */
+        }
+        return BG_ERR_EXISTS;
+    }
+    if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    size_t rl = strlen(a->meta->requester);
+    record_hdr h = {
+        .magic = RECORD_MAGIC,
+        .state = a->meta->state,
+        .valid_from = a->meta->valid_from,
+        .valid_until = a->meta->valid_until,
+        .max_queries = a->meta->max_queries,
+        .used = a->meta->used,
+        .requester_len = (uint32_t)rl,
+    };
+    MDB_val nv = {sizeof(h) + rl + a->len, NULL};
+    rc = mdb_put(txn, s->contracts, &k, &nv, MDB_RESERVE);
+    if (rc != 0) {
+        return rc;
+    }
+    memcpy(nv.mv_data, &h, sizeof(h));
+    memcpy((uint8_t *)nv.mv_data + sizeof(h), a->meta->requester, rl);
+    if (a->len > 0) {
+        memcpy((uint8_t *)nv.mv_data + sizeof(h) + rl, a->bytes, a->len);
+    }
+    MDB_val rk = {rl, (void *)(uintptr_t)a->meta->requester};
+    MDB_val rv = key_of(a->id);
+    rc = mdb_put(txn, s->by_requester, &rk, &rv, MDB_NODUPDATA);
+    return rc == MDB_KEYEXIST ? 0 : rc;
+}
+
+int trust_store_put(trust_store *s, const char *id, const trust_store_meta *meta,
+                    const uint8_t *bytes, size_t len)
+{
+    if (!valid_id(id) || meta->requester[0] == 0 ||
+        strlen(meta->requester) > TRUST_STORE_REQUESTER_MAX) {
+        return BG_ERR_INVAL;
+    }
+    put_arg a = {id, meta, bytes, len};
+    return write_txn(s, do_put, &a);
+}
+
+int trust_store_get(trust_store *s, const char *id, trust_store_meta *meta, bg_buf *bytes)
+{
+    if (!valid_id(id)) {
+        return BG_ERR_NOTFOUND;
+    }
+    pthread_rwlock_rdlock(&s->grow);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&s->grow);
+        return mdb_err(rc);
+    }
+    MDB_val k = key_of(id), v;
+    rc = mdb_get(txn, s->contracts, &k, &v);
+    int out = 0;
+    if (rc != 0) {
+        out = mdb_err(rc);
+    } else if (!record_ok(&v)) {
+        out = BG_ERR_STORE;
+    } else {
+        const uint8_t *b;
+        size_t blen;
+        unpack(&v, meta, &b, &blen); /* copies out before the txn ends */
+        if (bytes != NULL) {
+            out = bg_buf_append(bytes, b, blen);
+        }
+    }
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->grow);
+    return out;
+}
+
+typedef struct update_arg {
+    const char *id;
+    uint32_t state;
+    const uint8_t *bytes;
+    size_t len;
+    /* consume */
+    const char *requester;
+    int64_t now;
+    trust_store_meta *meta;
+} update_arg;
+
+/* Rewrites the record of |a->id| with state |a->state| (and new bytes if given). */
+static int do_update(trust_store *s, MDB_txn *txn, void *arg)
+{
+    update_arg *a = arg;
+    MDB_val k = key_of(a->id), v;
+    int rc = mdb_get(txn, s->contracts, &k, &v);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!record_ok(&v)) {
+        return BG_ERR_STORE;
+    }
+    record_hdr h;
+    memcpy(&h, v.mv_data, sizeof(h));
+    h.state = a->state;
+    const uint8_t *body = a->bytes;
+    size_t blen = a->len;
+    bg_buf keep;
+    bg_buf_init(&keep);
+    if (body == NULL) { /* keep the old bytes: copy them out before mdb_put invalidates v */
+        if (bg_buf_append(&keep, (const uint8_t *)v.mv_data + sizeof(h) + h.requester_len,
+                          v.mv_size - sizeof(h) - h.requester_len) != 0) {
+            return BG_ERR_NOMEM;
+        }
+        body = keep.data;
+        blen = keep.len;
+    }
+    char req[TRUST_STORE_REQUESTER_MAX + 1];
+    memcpy(req, (const uint8_t *)v.mv_data + sizeof(h), h.requester_len);
+    MDB_val nv = {sizeof(h) + h.requester_len + blen, NULL};
+    rc = mdb_put(txn, s->contracts, &k, &nv, MDB_RESERVE);
+    if (rc == 0) {
+        memcpy(nv.mv_data, &h, sizeof(h));
+        memcpy((uint8_t *)nv.mv_data + sizeof(h), req, h.requester_len);
+        if (blen > 0) {
+            memcpy((uint8_t *)nv.mv_data + sizeof(h) + h.requester_len, body, blen);
+        }
+    }
+    bg_buf_dispose(&keep);
+    return rc;
+}
+
+int trust_store_update(trust_store *s, const char *id, uint32_t state, const uint8_t *bytes,
+                       size_t len)
+{
+    if (!valid_id(id)) {
+        return BG_ERR_NOTFOUND;
+    }
+    update_arg a = {.id = id, .state = state, .bytes = bytes, .len = len};
+    return write_txn(s, do_update, &a);
+}
+
+/* Usage control: check, then count (the counter lives in the record header; the record is
+ * copied, bumped and put back in the same write transaction). */
+static int do_consume(trust_store *s, MDB_txn *txn, void *arg)
+{
+    update_arg *a = arg;
+    MDB_val k = key_of(a->id), v;
+    int rc = mdb_get(txn, s->contracts, &k, &v);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!record_ok(&v)) {
+        return BG_ERR_STORE;
+    }
+    trust_store_meta m;
+    unpack(&v, &m, NULL, NULL);
+    if (strcmp(m.requester, a->requester) != 0) {
+        return BG_ERR_IDENTITY;
+    }
+    if (m.state != TRUST_STATE_FINALIZED) {
+        return m.state == TRUST_STATE_EXPIRED ? BG_ERR_CONTRACT_EXPIRED : BG_ERR_CONTRACT_REVOKED;
+    }
+    if (a->now < m.valid_from || a->now >= m.valid_until) {
+        return BG_ERR_CONTRACT_EXPIRED;
+    }
+    if (m.max_queries != 0 && m.used >= m.max_queries) {
+        return BG_ERR_BUDGET_EXHAUSTED;
+    }
+    /* copy, bump, write back: v is only valid until the next write in this txn */
+    uint8_t *copy = malloc(v.mv_size);
+    if (copy == NULL) {
+        return BG_ERR_NOMEM;
+    }
+    memcpy(copy, v.mv_data, v.mv_size);
+    record_hdr h;
+    memcpy(&h, copy, sizeof(h));
+    h.used++;
+    memcpy(copy, &h, sizeof(h));
+    MDB_val nv = {v.mv_size, copy};
+    rc = mdb_put(txn, s->contracts, &k, &nv, 0);
+    free(copy);
+    if (rc == 0) {
+        m.used = h.used;
+        *a->meta = m;
+    }
+    return rc;
+}
+
+int trust_store_consume(trust_store *s, const char *id, const char *requester, int64_t now,
+                        trust_store_meta *meta)
+{
+    if (!valid_id(id)) {
+        return BG_ERR_NOTFOUND;
+    }
+    trust_store_meta m;
+    update_arg a = {.id = id, .requester = requester, .now = now, .meta = &m};
+    int rc = write_txn(s, do_consume, &a);
+    if (rc == 0 && meta != NULL) {
+        *meta = m;
+    }
+    return rc;
+}
+
+int trust_store_list(trust_store *s, const char *requester,
+                     int (*cb)(void *arg, const char *id), void *arg)
+{
+    pthread_rwlock_rdlock(&s->grow);
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0) {
+        rc = mdb_cursor_open(txn, s->by_requester, &cur);
+    }
+    if (rc == 0) {
+        MDB_val k = {strlen(requester), (void *)(uintptr_t)requester}, v;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
+        while (rc == 0) {
+            char id[TRUST_STORE_ID_LEN + 1];
+            size_t n = v.mv_size < TRUST_STORE_ID_LEN ? v.mv_size : TRUST_STORE_ID_LEN;
+            memcpy(id, v.mv_data, n);
+            id[n] = 0;
+            if (cb(arg, id) != 0) {
+                break;
+            }
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+        }
+        if (rc == MDB_NOTFOUND) {
+            rc = 0;
+        }
+    }
+    if (cur != NULL) {
+        mdb_cursor_close(cur);
+    }
+    if (txn != NULL) {
+        mdb_txn_abort(txn);
+    }
+    pthread_rwlock_unlock(&s->grow);
+    return rc == 0 ? 0 : mdb_err(rc);
+}
