@@ -313,6 +313,7 @@ void conf_gateway_free(conf_gateway *cfg)
     }
     free(cfg->routes);
     conf_url_dispose(&cfg->upstream.url);
+    free(cfg->profiles_dir);
     free(cfg->ledger_path);
     free(cfg->access_log);
     free(cfg->log_level);
@@ -1058,6 +1059,7 @@ enum {
     K_TIMEOUTS,
     K_LIMITS,
     K_LEDGER,
+    K_PROFILES,
     K_COUNT
 };
 
@@ -1068,6 +1070,7 @@ static int load_root(loader *l, const yaml_node_t *root)
         [K_ACCESS_LOG] = "access_log", [K_LISTENERS] = "listeners", [K_TLS] = "tls",
         [K_PEERS] = "peers",       [K_ROUTES] = "routes",     [K_UPSTREAM] = "upstream",
         [K_TIMEOUTS] = "timeouts", [K_LIMITS] = "limits",     [K_LEDGER] = "ledger",
+        [K_PROFILES] = "profiles",
     };
     yaml_node_t *v[K_COUNT];
     conf_gateway *cfg = l->cfg;
@@ -1146,6 +1149,12 @@ static int load_root(loader *l, const yaml_node_t *root)
     }
     if (v[K_LEDGER] != NULL && (rv = load_ledger(l, v[K_LEDGER])) != 0) {
         return rv;
+    }
+    if (v[K_PROFILES] != NULL) {
+        if ((rv = get_str(l, v[K_PROFILES], "profiles", &cfg->profiles_dir)) != 0 ||
+            (rv = resolve_path(l, &cfg->profiles_dir)) != 0) {
+            return rv;
+        }
     }
     if (cfg->ledger_path == NULL) {
         bg_buf b;

@@ -86,6 +86,8 @@ typedef struct conf_gateway {
     conf_timeouts timeouts;
     conf_limits limits;
     char *ledger_path;     /* directory for the LMDB ledger; default "./ledger-<city>" */
+    char *profiles_dir;    /* directory of city contract profiles (<city>.yaml); NULL: contracts
+                              are not offered by this gateway */
     char *access_log;      /* "stdout" (default), "off", or a file path */
     char *log_level;       /* "debug|info|warn|error"; default "info" */
 } conf_gateway;

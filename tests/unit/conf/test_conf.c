@@ -273,10 +273,11 @@ static void test_conf_gateway_load_buffer_relative_paths(void **state)
     (void)state;
     const char *yaml = HEAD LISTEN
         "tls:\n  cert: certs/c.pem\n  key: /abs/k.pem\n  trust_bundle: ../t.pem\n" UPSTREAM
-        "access_log: logs/access.log\nledger:\n  path: data/ledger\n";
+        "access_log: logs/access.log\nledger:\n  path: data/ledger\nprofiles: profiles\n";
     conf_gateway *cfg = NULL;
     bg_errbuf eb = {{0}};
     assert_int_equal(load("/etc/baygate/gz.yaml", yaml, &cfg, &eb), 0);
+    assert_string_equal(cfg->profiles_dir, "/etc/baygate/profiles");
     assert_string_equal(cfg->tls.cert, "/etc/baygate/certs/c.pem");
     assert_string_equal(cfg->tls.key, "/abs/k.pem");
     assert_string_equal(cfg->tls.trust_bundle, "/etc/baygate/../t.pem");
@@ -300,6 +301,7 @@ static void test_conf_gateway_load_buffer_relative_paths(void **state)
     assert_int_equal(load("/srv/gz/gz.yaml", MINIMAL "access_log: stdout\n", &cfg, &eb), 0);
     assert_string_equal(cfg->ledger_path, "/srv/gz/ledger-guangzhou");
     assert_string_equal(cfg->access_log, "stdout");
+    assert_null(cfg->profiles_dir); /* no profiles: no contracts offered */
     conf_gateway_free(cfg);
 }
 
