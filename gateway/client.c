@@ -36,6 +36,7 @@ struct gw_cstream {
     char request_id[65];
     char hops[1100];
     char dest[64];
+    char req_type[64];
     char content_type[128];
     char content_length[24];
     char route[1024];
@@ -381,7 +382,7 @@ static void submit_one(gw_client *cl, gw_cstream *cs)
         NV(":scheme", u->tls ? "https" : "http"),
         NV(":authority", cl->authority),
         NV(":path", cs->path),
-        NV("content-type", "application/json"),
+        NV("content-type", cs->req_type[0] ? cs->req_type : "application/json"),
         NV("content-length", clen),
         NV("x-request-id", cs->request_id),
         NV("x-baygate-hops", cs->hops),
@@ -883,6 +884,7 @@ void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char
     bg_strlcpy(cs->request_id, s->request_id, sizeof(cs->request_id));
     bg_strlcpy(cs->hops, hops, sizeof(cs->hops));
     bg_strlcpy(cs->dest, s->dest, sizeof(cs->dest));
+    bg_strlcpy(cs->req_type, s->req_type, sizeof(cs->req_type));
     s->up = cs;
     if (st == GW_CLIENT_CONNECTED && !cl->goaway) {
         submit_one(cl, cs);

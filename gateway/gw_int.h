@@ -191,6 +191,7 @@ struct gw_stream {
     char hops[1024];
     char peer_name[256]; /* the caller: SPIFFE id, or "-" */
     char dest[64];       /* destination city, when routed */
+    char req_type[64];   /* the request's content-type, passed on when forwarding */
     char resp_route[1100]; /* x-baygate-route to send back */
 };
 #define GW_STREAM_ZERO_END offsetof(gw_stream, method)

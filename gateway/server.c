@@ -291,7 +291,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     memset(s, 0, GW_STREAM_ZERO_END);
     s->method[0] = s->path[0] = s->request_id[0] = s->hops[0] = 0;
-    s->dest[0] = s->resp_route[0] = 0;
+    s->dest[0] = s->resp_route[0] = s->req_type[0] = 0;
     s->conn = conn;
     s->id = frame->hd.stream_id;
     s->content_length = -1;
@@ -367,6 +367,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         if (IS("x-request-id") && valid_request_id(value, valuelen)) {
             memcpy(s->request_id, value, valuelen);
             s->request_id[valuelen] = 0;
+        } else if (IS("content-type")) {
+            copy_hdr(s->req_type, sizeof(s->req_type), value, valuelen, &s->bad_header);
         }
         break;
     case 14:

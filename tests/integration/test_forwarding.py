@@ -46,6 +46,11 @@ def main(t):
     t.check(j.get("upstream") == "py" and j.get("path") == "/space/v1/query" and j.get("method") == "POST",
             "macau upstream got POST /space/v1/query", r.body)
     t.check(up_hdrs.get("x-request-id") == rid, "upstream saw x-request-id %s" % rid, up_hdrs)
+    r2 = hk.query("macau/peds-pneumonia-indicators",
+                  headers=["content-type: application/json; charset=utf-8"])
+    t.check(((r2.json() or {}).get("headers") or {}).get("content-type")
+            == "application/json; charset=utf-8",
+            "the client's content-type reaches the upstream across three hops", r2.body)
     t.check(j.get("body_len") == len(json.dumps({"dataset": "macau/peds-pneumonia-indicators"})),
             "upstream got the whole request body", j.get("body_len"))
     for c in CITIES:
