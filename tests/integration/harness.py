@@ -283,13 +283,16 @@ def curl(t, url, *, cacert=None, cert=None, key=None, data=None, data_file=None,
         argv += ["--key", key]
     for h in headers:
         argv += ["-H", h]
+    # a JSON content-type unless the caller chose one
+    ctype = [] if any(h.lower().startswith("content-type:") for h in headers) else \
+        ["-H", "content-type: application/json"]
     if data is not None:
         dpath = t.path("curl-%d.req" % n)
         with open(dpath, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
-        argv += ["--data-binary", "@" + dpath, "-H", "content-type: application/json"]
+        argv += ["--data-binary", "@" + dpath] + ctype
     elif data_file is not None:
-        argv += ["--data-binary", "@" + data_file, "-H", "content-type: application/json"]
+        argv += ["--data-binary", "@" + data_file] + ctype
     if method:
         argv += ["-X", method]
     argv += list(extra)
