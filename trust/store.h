@@ -14,14 +14,14 @@
 
 typedef struct trust_store trust_store;
 
-/* Contract states as stored (the protobuf enum's values). */
+/* Contract states as stored: the same values as trust_contract_state (trust/contract.h). */
 typedef enum trust_store_state {
-    TRUST_STATE_REQUESTED = 0,
-    TRUST_STATE_AGREED = 1,
-    TRUST_STATE_FINALIZED = 2,
-    TRUST_STATE_TERMINATED = 3,
-    TRUST_STATE_REVOKED = 4,
-    TRUST_STATE_EXPIRED = 5,
+    TRUST_STATE_REQUESTED = 1,
+    TRUST_STATE_AGREED = 2,
+    TRUST_STATE_FINALIZED = 3,
+    TRUST_STATE_TERMINATED = 4,
+    TRUST_STATE_REVOKED = 5,
+    TRUST_STATE_EXPIRED = 6,
 } trust_store_state;
 
 #define TRUST_STORE_ID_LEN 64        /* hex SHA-256 */
