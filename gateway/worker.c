@@ -24,6 +24,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     lctx *lc = arg;
     (void)l;
     gw_conn_accept(lc->w, lc->lst, fd, sa, salen);
+    gw_worker_run_deferred(lc->w); /* e.g. an h2c connection's SETTINGS go out now */
 }
 
 static void finish(gw_worker *w)
