@@ -496,3 +496,123 @@ int trust_identity_from_ssl(struct ssl_st *ssl, trust_identity *out)
     out->fingerprint[2 * mdlen] = '\0';
     return 0;
 }
+
+/* --- Signing with the gateway's own key ------------------------------------------------- */
+
+const char *trust_key_algorithm(const struct evp_pkey_st *pkey)
+{
+    if (pkey == NULL) {
+        return NULL;
+    }
+    switch (EVP_PKEY_get_base_id(pkey)) {
+    case EVP_PKEY_ED25519:
+        return "ed25519";
+    case EVP_PKEY_EC:
+        /* Only the NIST curves we issue; the bit count names them unambiguously here. */
+        switch (EVP_PKEY_get_bits(pkey)) {
+        case 256:
+            return "ecdsa-p256-sha256";
+        case 384:
+            return "ecdsa-p384-sha384";
+        default:
+            return NULL;
+        }
+    default:
+        return NULL;
+    }
+}
+
+const char *trust_tls_sign_algorithm(trust_tls *t)
+{
+    return trust_key_algorithm(SSL_CTX_get0_privatekey(t->client));
+}
+
+int trust_tls_sign(trust_tls *t, const uint8_t *msg, size_t len, bg_buf *sig, bg_errbuf *eb)
+{
+    EVP_PKEY *pkey = SSL_CTX_get0_privatekey(t->client);
+    const char *alg = trust_key_algorithm(pkey);
+    if (alg == NULL) {
+        return bg_errf(eb, BG_ERR_TLS, "sign: gateway key type is not usable for signatures");
+    }
+    /* Ed25519 hashes internally (PureEdDSA) and takes no digest. */
+    const EVP_MD *md = NULL;
+    if (strcmp(alg, "ecdsa-p256-sha256") == 0) {
+        md = EVP_sha256();
+    } else if (strcmp(alg, "ecdsa-p384-sha384") == 0) {
+        md = EVP_sha384();
+    }
+    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+    if (mctx == NULL) {
+        return bg_errf(eb, BG_ERR_NOMEM, "sign: out of memory");
+    }
+    int rc = 0;
+    uint8_t *out = NULL;
+    size_t outlen = 0;
+    char ossl[256];
+    ERR_clear_error();
+    if (EVP_DigestSignInit(mctx, NULL, md, NULL, pkey) != 1 ||
+        EVP_DigestSign(mctx, NULL, &outlen, msg, len) != 1) {
+        trust_tls_errors(ossl, sizeof(ossl));
+        rc = bg_errf(eb, BG_ERR_TLS, "sign: %s init failed (%s)", alg, ossl);
+        goto done;
+    }
+    out = OPENSSL_malloc(outlen > 0 ? outlen : 1);
+    if (out == NULL) {
+        rc = bg_errf(eb, BG_ERR_NOMEM, "sign: out of memory");
+        goto done;
+    }
+    if (EVP_DigestSign(mctx, out, &outlen, msg, len) != 1) {
+        trust_tls_errors(ossl, sizeof(ossl));
+        rc = bg_errf(eb, BG_ERR_TLS, "sign: %s failed (%s)", alg, ossl);
+        goto done;
+    }
+    if ((rc = bg_buf_append(sig, out, outlen)) != 0) {
+        rc = bg_errf(eb, rc, "sign: out of memory");
+    }
+done:
+    OPENSSL_free(out);
+    EVP_MD_CTX_free(mctx);
+    return rc;
+}
+
+int trust_tls_cert_der(trust_tls *t, bg_buf *out)
+{
+    X509 *leaf = SSL_CTX_get0_certificate(t->client);
+    if (leaf == NULL) {
+        return BG_ERR_TLS;
+    }
+    unsigned char *der = NULL;
+    int n = i2d_X509(leaf, &der);
+    if (n <= 0) {
+        ERR_clear_error();
+        return BG_ERR_NOMEM;
+    }
+    int rc = bg_buf_append(out, der, (size_t)n);
+    OPENSSL_free(der);
+    return rc;
+}
+
+int trust_tls_spiffe_id(trust_tls *t, char *out, size_t cap)
+{
+    char id[256];
+    X509 *leaf = SSL_CTX_get0_certificate(t->client);
+    if (out == NULL || cap == 0) {
+        return BG_ERR_IDENTITY;
+    }
+    out[0] = '\0';
+    if (leaf == NULL) {
+        return BG_ERR_IDENTITY;
+    }
+    find_spiffe_san(leaf, id, sizeof(id));
+    if (id[0] == '\0' || strlen(id) >= cap) {
+        return BG_ERR_IDENTITY;
+    }
+    memcpy(out, id, strlen(id) + 1);
+    return 0;
+}
+
+struct x509_store_st *trust_tls_trust_store(trust_tls *t)
+{
+    /* Both contexts loaded the same bundle; the client one verifies peers' certificates. */
+    return SSL_CTX_get_cert_store(t->client);
+}

@@ -6,6 +6,8 @@
 #define TRUST_TLS_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include "base/bytes.h"
 #include "base/err.h"
 #include "conf/conf.h"
 
@@ -55,5 +57,29 @@ int trust_spiffe_parse(const char *uri, char *city, size_t city_len, char *role,
 /* Drains OpenSSL's error queue into |buf| as one line ("" when empty). Call on the thread
  * that saw the error. */
 void trust_tls_errors(char *buf, size_t len);
+
+/* --- Signing with the gateway's own key (contracts, revocations) ------------------------ */
+struct evp_pkey_st;
+struct x509_store_st;
+
+/* The signature algorithm name for |pkey|: "ecdsa-p256-sha256", "ecdsa-p384-sha384" or
+ * "ed25519"; NULL for any other key (not usable for contract signatures). */
+const char *trust_key_algorithm(const struct evp_pkey_st *pkey);
+/* The algorithm trust_tls_sign() uses with |t|'s key, as above; NULL when unsupported. */
+const char *trust_tls_sign_algorithm(trust_tls *t);
+/* Signs |len| bytes at |msg| with |t|'s gateway private key (EVP_DigestSign: ECDSA with the
+ * curve's SHA-2, DER signature; or Ed25519) and appends the signature to |sig|. Callers
+ * domain-separate |msg| themselves. Returns 0, BG_ERR_NOMEM, or BG_ERR_TLS with the OpenSSL
+ * reason in |eb| (may be NULL); |sig| is unchanged on failure. Thread-safe. */
+int trust_tls_sign(trust_tls *t, const uint8_t *msg, size_t len, bg_buf *sig, bg_errbuf *eb);
+/* Appends the DER of |t|'s own (leaf) certificate to |out|. Returns 0, BG_ERR_NOMEM or
+ * BG_ERR_TLS. */
+int trust_tls_cert_der(trust_tls *t, bg_buf *out);
+/* Copies the first spiffe:// URI SAN of |t|'s own certificate into |out| (|cap| bytes).
+ * Returns 0, or BG_ERR_IDENTITY when there is none or it does not fit ("" in |out|). */
+int trust_tls_spiffe_id(trust_tls *t, char *out, size_t cap);
+/* The trust bundle as an X509_STORE, borrowed from |t| (valid until trust_tls_free()); use it
+ * read-only, e.g. with X509_STORE_CTX_init(). Thread-safe for verification. */
+struct x509_store_st *trust_tls_trust_store(trust_tls *t);
 
 #endif /* TRUST_TLS_H */
