@@ -31,6 +31,8 @@ struct gw_cstream {
     bg_buf body;
     size_t body_off;
     int status; /* response head */
+    gw_call_cb cb; /* call mode: the response is buffered and handed to |cb|, not relayed */
+    bg_buf resp;
     /* text last: only the first byte of each is cleared for a new stream */
     char path[64];
     char request_id[65];
@@ -150,6 +152,7 @@ static void pending_remove(gw_client *cl, gw_cstream *cs)
 static void cstream_free(gw_cstream *cs)
 {
     bg_buf_dispose(&cs->body);
+    bg_buf_dispose(&cs->resp);
     free(cs);
 }
 
@@ -162,6 +165,13 @@ static void fail_down(gw_cstream *cs, const char *code, const char *why)
     }
     s->up = NULL;
     cs->down = NULL;
+    if (cs->cb != NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "%s %s: %s", cs->cl->peer ? "peer" : "upstream", cs->cl->name,
+                 why);
+        cs->cb(s, 0, code, msg, NULL, 0);
+        return;
+    }
     if (!s->responded) {
         gw_stream_error(s, 502, code, "%s %s: %s", cs->cl->peer ? "peer" : "upstream",
                         cs->cl->name, why);
@@ -247,7 +257,7 @@ static void relay_head(gw_cstream *cs)
 {
     gw_stream *s = cs->down;
     cs->head_done = true;
-    if (s == NULL || s->responded) {
+    if (s == NULL || s->responded || cs->cb != NULL) {
         return;
     }
     if (cs->route[0]) {
@@ -321,6 +331,14 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
      * consumes (gw_cstream_consumed), which bounds what we buffer per stream. */
     nghttp2_session_consume_connection(session, len);
     gw_cstream *cs = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (cs != NULL && cs->cb != NULL) {
+        nghttp2_session_consume_stream(session, stream_id, len);
+        if (cs->resp.len + len > GW_CALL_MAX_RESPONSE) {
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream: fails the call */
+        }
+        return bg_buf_append(&cs->resp, data, len) == 0 ? 0
+                                                        : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     if (cs == NULL || cs->down == NULL || !cs->down->responded) {
         nghttp2_session_consume_stream(session, stream_id, len);
         return 0;
@@ -341,7 +359,18 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         return 0;
     }
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-    if (cs->down != NULL) {
+    if (cs->down != NULL && cs->cb != NULL) {
+        if (!cs->eof || error_code != NGHTTP2_NO_ERROR || cs->status < 200) {
+            char why[96];
+            snprintf(why, sizeof(why), "stream reset (%s)", nghttp2_http2_strerror(error_code));
+            fail_down(cs, "bad_gateway", why);
+        } else {
+            gw_stream *s = cs->down;
+            s->up = NULL;
+            cs->down = NULL;
+            cs->cb(s, cs->status, cs->content_type, NULL, cs->resp.data, cs->resp.len);
+        }
+    } else if (cs->down != NULL) {
         gw_stream *s = cs->down;
         if (!s->responded || !cs->eof || error_code != NGHTTP2_NO_ERROR) {
             char why[96];
@@ -855,16 +884,37 @@ void gw_client_retire(gw_client *cl)
     schedule_flush(cl); /* frees it when nothing is in flight */
 }
 
+static void start(gw_client *cl, gw_stream *s, const char *path, const char *hops,
+                  gw_call_cb cb, const uint8_t *body, size_t len, const char *ctype);
+
 void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char *hops)
 {
+    start(cl, s, path, hops, NULL, NULL, 0, NULL);
+}
+
+void gw_client_call(gw_client *cl, gw_stream *s, const char *path, const char *hops,
+                    const uint8_t *body, size_t len, const char *ctype, gw_call_cb cb)
+{
+    start(cl, s, path, hops, cb, body, len, ctype);
+}
+
+static void start(gw_client *cl, gw_stream *s, const char *path, const char *hops,
+                  gw_call_cb cb, const uint8_t *body, size_t len, const char *ctype)
+{
     gw_client_state st = gw_client_get_state(cl);
-    if (st == GW_CLIENT_BACKOFF) {
-        gw_stream_error(s, 502, unavailable_code(cl), "%s %s unavailable: %s",
-                        cl->peer ? "peer" : "upstream", cl->name, cl->last_error);
-        return;
-    }
-    if (cl->npending >= MAX_PENDING) {
-        gw_stream_error(s, 503, "overloaded", "too many requests waiting for %s", cl->name);
+    if (st == GW_CLIENT_BACKOFF || cl->npending >= MAX_PENDING) {
+        char msg[300];
+        bool busy = st != GW_CLIENT_BACKOFF;
+        snprintf(msg, sizeof(msg), busy ? "too many requests waiting for %s%s%s"
+                                        : "%s %s unavailable: %s",
+                 busy ? cl->name : (cl->peer ? "peer" : "upstream"), busy ? "" : cl->name,
+                 busy ? "" : cl->last_error);
+        const char *code = busy ? "overloaded" : unavailable_code(cl);
+        if (cb != NULL) {
+            cb(s, 0, code, msg, NULL, 0);
+        } else {
+            gw_stream_error(s, busy ? 503 : 502, code, "%s", msg);
+        }
         return;
     }
     gw_cstream *cs = malloc(sizeof(*cs));
@@ -878,13 +928,24 @@ void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char
     }
     cs->cl = cl;
     cs->down = s;
-    cs->body = s->body; /* moved */
-    bg_buf_init(&s->body);
+    cs->cb = cb;
+    bg_buf_init(&cs->resp);
+    if (cb != NULL) {
+        bg_buf_init(&cs->body);
+        if (len > 0 && bg_buf_append(&cs->body, body, len) != 0) {
+            free(cs);
+            cb(s, 0, "internal", "out of memory", NULL, 0);
+            return;
+        }
+    } else {
+        cs->body = s->body; /* moved */
+        bg_buf_init(&s->body);
+    }
     bg_strlcpy(cs->path, path, sizeof(cs->path));
     bg_strlcpy(cs->request_id, s->request_id, sizeof(cs->request_id));
     bg_strlcpy(cs->hops, hops, sizeof(cs->hops));
     bg_strlcpy(cs->dest, s->dest, sizeof(cs->dest));
-    bg_strlcpy(cs->req_type, s->req_type, sizeof(cs->req_type));
+    bg_strlcpy(cs->req_type, ctype != NULL ? ctype : s->req_type, sizeof(cs->req_type));
     s->up = cs;
     if (st == GW_CLIENT_CONNECTED && !cl->goaway) {
         submit_one(cl, cs);

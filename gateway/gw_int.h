@@ -41,6 +41,8 @@ typedef enum gw_route_id {
     GW_ROUTE_METRICS,
     GW_ROUTE_QUERIES,
     GW_ROUTE_FED_QUERY,
+    GW_ROUTE_CONTRACTS,     /* /v1/contracts[/<id>] */
+    GW_ROUTE_FED_CONTRACTS, /* /fed/v1/contracts[/finalize] */
     GW_ROUTE_OTHER,
     GW_ROUTE_COUNT
 } gw_route_id;
@@ -78,6 +80,9 @@ struct gw_server {
     const conf_gateway *cfg; /* boot config, owned by main, outlives workers: city, listeners,
                                 TLS, timeouts, limits. Peers and routes: the worker's gen. */
     trust_tls *tls;
+    struct conf_profile **profiles; /* contract vocabularies of the cities we know (may be 0) */
+    size_t nprofiles;
+    struct trust_store *store; /* contracts (LMDB at ledger.path); NULL without profiles */
     gw_gen *gen;          /* newest generation (main's reference); guarded by gen_mu */
     pthread_mutex_t gen_mu;
     gw_accesslog *alog;
@@ -183,6 +188,8 @@ struct gw_stream {
     uint64_t start_us;
     uint64_t bytes_in, bytes_out;
     const char *err_code; /* error code answered, for the log */
+    void *ctx;                 /* a handler's state across outbound calls (contracts) */
+    void (*ctx_free)(void *);  /* frees |ctx| when the stream goes */
     /* Text fields last: a new stream zeroes only what is above and the first byte of each of
      * these (GW_STREAM_ZERO_END), not kilobytes of arrays on every request. */
     char method[16];
@@ -258,6 +265,19 @@ const char *gw_client_name(const gw_client *cl);
  * id and the hop list |hops|; the response is relayed back into |s|. On immediate failure it
  * answers |s| itself (502 peer_unavailable). */
 void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char *hops);
+/* The answer to a gw_client_call(): |status| 0 means the call failed before a complete answer
+ * (|code| and |msg| say why: peer_unavailable, bad_gateway, ...); otherwise |ctype| (or NULL)
+ * and the |len| body bytes at |body| (valid during the call only). Runs only while |s| lives. */
+typedef void (*gw_call_cb)(gw_stream *s, int status, const char *ctype_or_code,
+                           const char *msg, const uint8_t *body, size_t len);
+#define GW_CALL_MAX_RESPONSE (256 * 1024)
+/* Like gw_client_forward(), but the gateway itself is the client: sends POST |path| with a copy
+ * of |len| bytes at |body| (content-type |ctype|) on behalf of |s| (its request id and, via
+ * s->dest, x-baygate-dest), buffers the answer (at most GW_CALL_MAX_RESPONSE) and hands it to
+ * |cb| instead of relaying it. If |s| goes away first, the call is cancelled and |cb| never
+ * runs. |cb| may run before this returns (e.g. the peer is in backoff). */
+void gw_client_call(gw_client *cl, gw_stream *s, const char *path, const char *hops,
+                    const uint8_t *body, size_t len, const char *ctype, gw_call_cb cb);
 /* |s| is going away: cancels its outbound leg. */
 void gw_cstream_detach(gw_cstream *cs);
 /* The server side consumed |n| relayed bytes: reopens the outbound stream's window. */
@@ -271,6 +291,12 @@ void gw_request_classify(gw_stream *s);
 void gw_request_dispatch(gw_stream *s);
 /* The stream closed: record (access log, metrics). */
 void gw_request_record(gw_stream *s, uint32_t error_code);
+/* Contracts (contracts.c): /v1/contracts for clients (authenticated), /fed/v1/contracts for
+ * this city as provider (after peer authentication and routing). */
+void gw_contracts_client(gw_stream *s);
+void gw_contracts_fed(gw_stream *s);
+/* The loaded profile of |city| or NULL. */
+const struct conf_profile *gw_profile_of(const gw_server *srv, const char *city);
 /* Built-in responder (builtin.c): answers a data-space query in-process. */
 void gw_builtin_answer(gw_stream *s);
 

@@ -37,6 +37,19 @@ void gw_request_classify(gw_stream *s)
             return;
         }
     }
+    /* contract paths: a fixed prefix, then "" or "/<something>" */
+    static const struct {
+        const char *prefix;
+        gw_route_id id;
+    } prefixes[] = {{"/v1/contracts", GW_ROUTE_CONTRACTS},
+                    {"/fed/v1/contracts", GW_ROUTE_FED_CONTRACTS}};
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        size_t pl = strlen(prefixes[i].prefix);
+        if (n >= pl && strncmp(p, prefixes[i].prefix, pl) == 0 && (n == pl || p[pl] == '/')) {
+            s->route = prefixes[i].id;
+            return;
+        }
+    }
 }
 
 /* ---- stages ----------------------------------------------------------------------------------- */
@@ -90,7 +103,11 @@ static const conf_peer *stage_authenticate_peer(gw_stream *s)
  * body (the destination's data space validates the query itself). */
 static bool stage_parse(gw_stream *s)
 {
-    if (s->route == GW_ROUTE_FED_QUERY && s->dest[0]) {
+    if (s->route == GW_ROUTE_FED_CONTRACTS && s->dest[0] == 0) {
+        gw_stream_error(s, 400, "bad_request", "x-baygate-dest is required on %s", s->path);
+        return false;
+    }
+    if ((s->route == GW_ROUTE_FED_QUERY || s->route == GW_ROUTE_FED_CONTRACTS) && s->dest[0]) {
         if (!bg_city_id_valid(s->dest, strlen(s->dest))) {
             gw_stream_error(s, 400, "bad_request", "malformed x-baygate-dest header");
             return false;
@@ -162,7 +179,19 @@ static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
     gw_worker *w = s->conn->w;
     if (next != NULL) {
         size_t i = (size_t)(next - w->gen->cfg->peers);
-        gw_client_forward(w->peers[i], s, "/fed/v1/query", hops);
+        char path[64];
+        if (s->route == GW_ROUTE_FED_CONTRACTS) { /* passed on as it came */
+            size_t n = strcspn(s->path, "?");
+            bg_strlcpy(path, s->path, n + 1 < sizeof(path) ? n + 1 : sizeof(path));
+        } else {
+            bg_strlcpy(path, "/fed/v1/query", sizeof(path));
+        }
+        gw_client_forward(w->peers[i], s, path, hops);
+        return;
+    }
+    if (s->route == GW_ROUTE_FED_CONTRACTS) { /* this city is the provider */
+        bg_strlcpy(s->hops, hops, sizeof(s->hops));
+        gw_contracts_fed(s);
         return;
     }
     bg_strlcpy(s->resp_route, hops, sizeof(s->resp_route));
@@ -261,6 +290,12 @@ void gw_request_dispatch(gw_stream *s)
     }
     if (s->route == GW_ROUTE_OTHER) {
         gw_stream_error(s, 404, "not_found", "no such endpoint: %s", s->path);
+        return;
+    }
+    if (s->route == GW_ROUTE_CONTRACTS) { /* GET, POST (and later DELETE): checked there */
+        if (stage_authenticate_client(s)) {
+            gw_contracts_client(s);
+        }
         return;
     }
     bool want_get = s->route == GW_ROUTE_HEALTHZ || s->route == GW_ROUTE_READYZ ||

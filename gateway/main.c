@@ -16,6 +16,8 @@
 #include <event2/thread.h>
 
 #include "base/log.h"
+#include "conf/profile.h"
+#include "trust/store.h"
 
 #define BAYGATE_VERSION "0.1.0"
 
@@ -50,6 +52,37 @@ static int load_all(const char *path, conf_gateway **cfg, trust_tls **tls, route
         *cfg = NULL;
         return rv;
     }
+    return 0;
+}
+
+/* Contract vocabularies: this city's and every city it can reach (peers, routes), from
+ * cfg->profiles_dir. A missing or malformed profile stops the start (exit 2, file:line). */
+static int load_profiles(const conf_gateway *cfg, conf_profile ***out, size_t *n, bg_errbuf *eb)
+{
+    size_t cap = 1 + cfg->npeers + cfg->nroutes;
+    const char **cities = calloc(cap, sizeof(*cities));
+    conf_profile **profiles = calloc(cap, sizeof(*profiles));
+    if (cities == NULL || profiles == NULL) {
+        free(cities);
+        free(profiles);
+        return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
+    }
+    size_t k = 0;
+    cities[k++] = cfg->city;
+    for (size_t i = 0; i < cfg->npeers; i++) {
+        cities[k++] = cfg->peers[i].name;
+    }
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        cities[k++] = cfg->routes[i].city;
+    }
+    int rv = conf_profiles_load_dir(profiles, cfg->profiles_dir, cities, k, eb);
+    free(cities);
+    if (rv != 0) {
+        free(profiles);
+        return rv;
+    }
+    *out = profiles;
+    *n = k;
     return 0;
 }
 
@@ -232,7 +265,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", eb.msg);
         return 2;
     }
+    conf_profile **profiles = NULL;
+    size_t nprofiles = 0;
+    if (cfg->profiles_dir != NULL && load_profiles(cfg, &profiles, &nprofiles, &eb) != 0) {
+        fprintf(stderr, "%s\n", eb.msg);
+        route_table_free(rt);
+        trust_tls_free(tls);
+        conf_gateway_free(cfg);
+        return 2;
+    }
     if (check_only) {
+        for (size_t i = 0; i < nprofiles; i++) {
+            conf_profile_free(profiles[i]);
+        }
+        free(profiles);
         printf("%s: ok (city %s, %zu listener(s), %zu peer(s), %zu route(s))\n", path, cfg->city,
                cfg->nlisteners, cfg->npeers, cfg->nroutes);
         route_table_free(rt);
@@ -252,6 +298,8 @@ int main(int argc, char **argv)
     memset(&srv, 0, sizeof(srv));
     srv.cfg = cfg;
     srv.tls = tls;
+    srv.profiles = profiles;
+    srv.nprofiles = nprofiles;
     srv.gen = gw_gen_new(cfg, rt, false);
     if (srv.gen == NULL) {
         route_table_free(rt);
@@ -265,7 +313,8 @@ int main(int argc, char **argv)
     event_set_log_callback(on_libevent_log);
     if (evthread_use_pthreads() != 0 || gw_metrics_new(&srv.metrics) != 0 ||
         gw_accesslog_new(&srv.alog, cfg->access_log, &eb) != 0 ||
-        probe_listeners(cfg, &eb) != 0) {
+        probe_listeners(cfg, &eb) != 0 ||
+        (nprofiles > 0 && trust_store_open(&srv.store, cfg->ledger_path, 0, &eb) != 0)) {
         fprintf(stderr, "baygate: %s\n", eb.msg[0] ? eb.msg : "cannot start");
         goto out;
     }
@@ -344,6 +393,11 @@ out_workers:
     }
     free(srv.workers);
 out:
+    trust_store_close(srv.store);
+    for (size_t i = 0; i < srv.nprofiles; i++) {
+        conf_profile_free(srv.profiles[i]);
+    }
+    free(srv.profiles);
     gw_accesslog_free(srv.alog);
     gw_metrics_free(srv.metrics);
     gw_gen_unref(srv.gen);

@@ -56,6 +56,9 @@ static void stream_free(gw_stream *s)
     if (s->resp_body != NULL) {
         evbuffer_free(s->resp_body);
     }
+    if (s->ctx_free != NULL) {
+        s->ctx_free(s->ctx);
+    }
     bg_buf_dispose(&s->body);
     free(s);
 }

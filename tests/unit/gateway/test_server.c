@@ -13,7 +13,7 @@ typedef struct reply {
     int status;
     char request_id[80];
     char route[256];
-    char body[8192];
+    char body[65536];
     size_t body_len;
     bool closed;
     uint32_t close_code;

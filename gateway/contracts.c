@@ -1,0 +1,799 @@
+/* gateway/contracts.c: contract negotiation over the federation (issue 3). The home gateway
+ * takes a firm's proposal in its city's vocabulary (POST /v1/contracts), translates it to the
+ * canonical interlingua and sends it, as a protobuf Contract in state REQUESTED, towards the
+ * provider city (POST /fed/v1/contracts, routed hop by hop like a query). The provider
+ * translates it into its vocabulary, narrows it by both cities' rules, signs it (AGREED),
+ * stores it and answers it; the home checks that nothing was widened, countersigns
+ * (FINALIZED), stores it, and hands the provider the countersigned copy
+ * (POST /fed/v1/contracts/finalize) before answering the firm. Vocabularies and narrowing live
+ * in trust/translate.c, encoding and signatures in trust/contract.c, storage in trust/store.c;
+ * this file is only the protocol between them. */
+#include "gateway/gw_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "trust/contract.h"
+#include "trust/store.h"
+#include "trust/translate.h"
+
+#define PROTOBUF_TYPE "application/x-protobuf"
+#define DAY 86400
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+const conf_profile *gw_profile_of(const gw_server *srv, const char *city)
+{
+    for (size_t i = 0; i < srv->nprofiles; i++) {
+        if (strcmp(srv->profiles[i]->city, city) == 0) {
+            return srv->profiles[i];
+        }
+    }
+    return NULL;
+}
+
+static void iso8601(int64_t t, char *out, size_t cap)
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+    gmtime_r(&tt, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static json_t *str_array(char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(a, json_string(v[i]));
+    }
+    return a;
+}
+
+static json_t *terms_json(const trust_contract_terms *t)
+{
+    json_t *j = json_pack("{s:s?,s:s?,s:o}", "city", t->city, "purpose", t->purpose,
+                          "operations", str_array(t->operations, t->noperations));
+    if (j != NULL && t->legal_basis != NULL && t->legal_basis[0]) {
+        json_object_set_new(j, "legal_basis", json_string(t->legal_basis));
+    }
+    return j;
+}
+
+/* The contract as a firm or an operator reads it: both wordings side by side, plus what is
+ * enforced (canonical names, effective constraints). */
+static json_t *contract_json(const trust_contract *c, const trust_store_meta *m)
+{
+    const trust_contract_body *b = trust_contract_get_body(c);
+    char from[32], until[32];
+    iso8601(b->valid_from, from, sizeof(from));
+    iso8601(b->valid_until, until, sizeof(until));
+    json_t *eff = json_pack("{s:i,s:s,s:s,s:o,s:s}", "min_cell_size", (json_int_t)b->min_cell_size,
+                            "valid_from", from, "valid_until", until, "operations",
+                            str_array(b->operations, b->noperations), "purpose", b->purpose);
+    if (eff == NULL) {
+        return NULL;
+    }
+    if (b->max_queries != 0) {
+        json_object_set_new(eff, "max_queries", json_integer((json_int_t)b->max_queries));
+    }
+    if (b->legal_basis != NULL && b->legal_basis[0]) {
+        json_object_set_new(eff, "legal_basis", json_string(b->legal_basis));
+    }
+    if (b->has_epsilon) {
+        json_object_set_new(eff, "epsilon", json_real(b->epsilon));
+    }
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o}", "id", trust_contract_get_id(c),
+                          "state", trust_contract_state_name(trust_contract_get_state(c)),
+                          "requester", b->requester, "home", b->home_city, "provider",
+                          b->provider_city, "datasets", str_array(b->datasets, b->ndatasets),
+                          "home_terms", terms_json(&b->home_terms), "provider_terms",
+                          terms_json(&b->provider_terms), "effective", eff);
+    if (j != NULL && m != NULL) {
+        json_object_set_new(j, "queries_used", json_integer((json_int_t)m->used));
+    }
+    return j;
+}
+
+static void respond_refusals(gw_stream *s, const trust_refusals *r)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < r->n; i++) {
+        const trust_refusal *f = &r->items[i];
+        json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:s}", "code",
+                                              trust_refusal_code_name(f->code), "field", f->field,
+                                              "term", f->term, "profile", f->profile, "reason",
+                                              f->reason));
+    }
+    const char *code = r->n > 0 ? trust_refusal_code_name(r->items[0].code) : "invalid";
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%zu term(s) cannot be agreed; see refusals", r->n);
+    s->err_code = code;
+    gw_stream_respond_json(s, 422, json_pack("{s:{s:s,s:s,s:o}}", "error", "code", code,
+                                             "message", msg, "refusals", list));
+}
+
+static void respond_contract(gw_stream *s, int status, const trust_contract *c,
+                             const trust_store_meta *m)
+{
+    json_t *j = contract_json(c, m);
+    gw_stream_respond_json(s, j != NULL ? status : 500, j);
+}
+
+/* ---- the home side ------------------------------------------------------------------------ */
+
+/* A JSON array of strings into a borrowed const char * array (valid while |root| lives). */
+static int json_strings(json_t *a, const char **out, size_t cap, size_t *n)
+{
+    if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > cap) {
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        out[i] = json_string_value(json_array_get(a, i));
+        if (out[i] == NULL) {
+            return -1;
+        }
+    }
+    *n = json_array_size(a);
+    return 0;
+}
+
+static const conf_peer *next_hop(gw_stream *s, const char *city)
+{
+    const conf_peer *next = NULL;
+    if (route_table_next_hop(s->conn->w->gen->rt, city, &next) != 0 || next == NULL) {
+        return NULL;
+    }
+    return next;
+}
+
+static gw_client *client_for(gw_worker *w, const conf_peer *p)
+{
+    return w->peers[(size_t)(p - w->gen->cfg->peers)];
+}
+
+/* The provider's answer must be the proposal, narrowed: never an operation, dataset, day,
+ * smaller cell size or extra query the home did not agree to. Returns NULL or what is wrong. */
+static const char *check_narrowed(const trust_contract_body *got, const trust_contract_body *asked)
+{
+    if (strcmp(got->requester, asked->requester) != 0 ||
+        strcmp(got->home_city, asked->home_city) != 0 ||
+        strcmp(got->provider_city, asked->provider_city) != 0) {
+        return "parties changed";
+    }
+    if (strcmp(got->purpose, asked->purpose) != 0) {
+        return "purpose changed";
+    }
+    if ((got->legal_basis != NULL && got->legal_basis[0]) &&
+        (asked->legal_basis == NULL || strcmp(got->legal_basis, asked->legal_basis) != 0)) {
+        return "legal basis changed";
+    }
+    for (size_t i = 0; i < got->noperations; i++) {
+        bool found = false;
+        for (size_t j = 0; j < asked->noperations && !found; j++) {
+            found = strcmp(got->operations[i], asked->operations[j]) == 0;
+        }
+        if (!found) {
+            return "an operation was added";
+        }
+    }
+    for (size_t i = 0; i < got->ndatasets; i++) {
+        bool found = false;
+        for (size_t j = 0; j < asked->ndatasets && !found; j++) {
+            found = strcmp(got->datasets[i], asked->datasets[j]) == 0;
+        }
+        if (!found) {
+            return "a dataset was added";
+        }
+    }
+    if (got->noperations == 0 || got->ndatasets == 0) {
+        return "nothing left to agree";
+    }
+    if (got->valid_until - got->valid_from > asked->valid_until - asked->valid_from ||
+        got->valid_from < asked->valid_from - 300) {
+        return "validity widened";
+    }
+    if (got->min_cell_size < asked->min_cell_size) {
+        return "minimum cell size lowered";
+    }
+    if (asked->max_queries != 0 && (got->max_queries == 0 || got->max_queries > asked->max_queries)) {
+        return "query budget raised";
+    }
+    if (asked->has_epsilon && (!got->has_epsilon || got->epsilon > asked->epsilon)) {
+        return "privacy budget raised";
+    }
+    if (strcmp(got->home_terms.purpose, asked->home_terms.purpose) != 0) {
+        return "home terms changed";
+    }
+    return NULL;
+}
+
+/* What a home gateway keeps between the two calls of one negotiation; owned by the stream
+ * through s->ctx (freed with it). */
+typedef struct nego {
+    trust_contract_body asked;
+    trust_contract *agreed;
+    char hops[1100];
+} nego;
+
+static void nego_free(void *p)
+{
+    nego *n = p;
+    if (n == NULL) {
+        return;
+    }
+    trust_contract_body_dispose(&n->asked);
+    trust_contract_free(n->agreed);
+    free(n);
+}
+
+static void on_finalized(gw_stream *s, int status, const char *ctype_or_code, const char *msg,
+                         const uint8_t *body, size_t len)
+{
+    nego *n = s->ctx;
+    gw_server *srv = s->conn->w->srv;
+    (void)body;
+    (void)len;
+    const char *id = trust_contract_get_id(n->agreed);
+    if (status != 204 && status != 200) {
+        /* the provider did not take the countersignature: the contract is not in force */
+        trust_store_update(srv->store, id, TRUST_STATE_TERMINATED, NULL, 0);
+        gw_stream_error(s, 502, status == 0 ? ctype_or_code : "bad_gateway",
+                        "provider did not confirm the finalized contract: %s",
+                        status == 0 ? msg : "unexpected status");
+        return;
+    }
+    trust_store_meta m;
+    if (trust_store_get(srv->store, id, &m, NULL) != 0) {
+        memset(&m, 0, sizeof(m));
+    }
+    bg_log(BG_LOG_INFO, "msg=\"contract finalized\" id=%s requester=\"%s\" provider=%s", id,
+           trust_contract_get_body(n->agreed)->requester,
+           trust_contract_get_body(n->agreed)->provider_city);
+    respond_contract(s, 201, n->agreed, &m);
+}
+
+static void on_agreed(gw_stream *s, int status, const char *ctype_or_code, const char *msg,
+                      const uint8_t *body, size_t len)
+{
+    nego *n = s->ctx;
+    gw_worker *w = s->conn->w;
+    gw_server *srv = w->srv;
+    bg_errbuf eb = {{0}};
+    if (status == 0) {
+        gw_stream_error(s, 502, ctype_or_code, "%s", msg);
+        return;
+    }
+    if (status == 422 || status == 400 || status == 403 || status == 404) {
+        /* the provider's refusal, as it wrote it: relay it */
+        gw_stream_respond(s, status, "application/json", body, len);
+        return;
+    }
+    if (status != 201 || ctype_or_code == NULL || strcmp(ctype_or_code, PROTOBUF_TYPE) != 0) {
+        gw_stream_error(s, 502, "bad_gateway", "provider answered %d", status);
+        return;
+    }
+    trust_contract *c = NULL;
+    if (trust_contract_decode(&c, body, len, &eb) != 0 ||
+        trust_contract_get_state(c) != TRUST_CONTRACT_AGREED ||
+        trust_contract_verify(c, srv->tls, now_s(), &eb) != 0) {
+        bg_log(BG_LOG_WARN, "msg=\"provider contract rejected\" detail=\"%s\"",
+               eb.msg[0] ? eb.msg : "not AGREED");
+        trust_contract_free(c);
+        gw_stream_error(s, 502, "contract_invalid", "provider's contract does not verify: %s",
+                        eb.msg[0] ? eb.msg : "state is not AGREED");
+        return;
+    }
+    const char *why = check_narrowed(trust_contract_get_body(c), &n->asked);
+    if (why != NULL) {
+        bg_log(BG_LOG_WARN, "msg=\"provider widened a contract\" why=\"%s\"", why);
+        trust_contract_free(c);
+        gw_stream_error(s, 502, "contract_widened", "provider's contract is not a narrowing of "
+                                                    "the proposal: %s", why);
+        return;
+    }
+    bg_buf enc;
+    bg_buf_init(&enc);
+    if (trust_contract_sign(c, TRUST_CONTRACT_HOME, srv->tls, &eb) != 0 ||
+        trust_contract_encode(c, &enc, &eb) != 0) {
+        trust_contract_free(c);
+        bg_buf_dispose(&enc);
+        gw_stream_error(s, 500, "internal", "cannot countersign: %s", eb.msg);
+        return;
+    }
+    const trust_contract_body *b = trust_contract_get_body(c);
+    trust_store_meta m;
+    memset(&m, 0, sizeof(m));
+    m.state = TRUST_STATE_FINALIZED;
+    m.valid_from = b->valid_from;
+    m.valid_until = b->valid_until;
+    m.max_queries = b->max_queries;
+    bg_strlcpy(m.requester, b->requester, sizeof(m.requester));
+    int rv = trust_store_put(srv->store, trust_contract_get_id(c), &m, enc.data, enc.len);
+    if (rv != 0 && rv != BG_ERR_EXISTS) {
+        trust_contract_free(c);
+        bg_buf_dispose(&enc);
+        gw_stream_error(s, 503, "store_unavailable", "cannot store the contract: %s",
+                        bg_strerror(rv));
+        return;
+    }
+    n->agreed = c;
+    const conf_peer *next = next_hop(s, b->provider_city);
+    if (next == NULL) {
+        bg_buf_dispose(&enc);
+        gw_stream_error(s, 404, "unknown_city", "no route to %s", b->provider_city);
+        return;
+    }
+    gw_client_call(client_for(w, next), s, "/fed/v1/contracts/finalize", n->hops, enc.data,
+                   enc.len, PROTOBUF_TYPE, on_finalized);
+    bg_buf_dispose(&enc);
+}
+
+static int dup_list(char ***out, size_t *nout, char *const *in, size_t n)
+{
+    *out = calloc(n ? n : 1, sizeof(char *));
+    if (*out == NULL) {
+        return BG_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (((*out)[i] = strdup(in[i])) == NULL) {
+            return BG_ERR_NOMEM;
+        }
+        *nout = i + 1;
+    }
+    return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+/* The REQUESTED body the home sends: canonical names, the firm's wording, the home's
+ * narrowed constraints; the provider completes it. */
+static int body_from_canonical(trust_contract_body *b, const trust_canonical *k,
+                               const conf_profile *home, int64_t now)
+{
+    trust_contract_body_init(b);
+    if ((b->requester = strdup(k->requester)) == NULL ||
+        (b->home_city = strdup(k->home_city)) == NULL ||
+        (b->provider_city = strdup(k->provider_city)) == NULL ||
+        dup_list(&b->datasets, &b->ndatasets, k->datasets, k->ndatasets) != 0 ||
+        (b->purpose = strdup(k->purposes[0])) == NULL ||
+        dup_list(&b->operations, &b->noperations, k->operations, k->noperations) != 0 ||
+        (k->legal_basis != NULL && (b->legal_basis = strdup(k->legal_basis)) == NULL) ||
+        (b->home_terms.city = strdup(k->home_city)) == NULL ||
+        (b->home_terms.purpose = dup_or_null(k->home_terms.purpose)) == NULL ||
+        dup_list(&b->home_terms.operations, &b->home_terms.noperations,
+                 k->home_terms.operations, k->home_terms.noperations) != 0 ||
+        (k->home_terms.legal_basis != NULL &&
+         (b->home_terms.legal_basis = strdup(k->home_terms.legal_basis)) == NULL)) {
+        return BG_ERR_NOMEM;
+    }
+    b->valid_from = now;
+    b->valid_until = now + (int64_t)k->valid_days * DAY;
+    b->min_cell_size = home->min_cell_size;
+    b->max_queries = k->max_queries;
+    b->has_epsilon = k->epsilon > 0;
+    b->epsilon = k->epsilon;
+    b->created_at = now;
+    return 0;
+}
+
+static void contracts_propose(gw_stream *s)
+{
+    gw_worker *w = s->conn->w;
+    gw_server *srv = w->srv;
+    const conf_profile *home = gw_profile_of(srv, srv->cfg->city);
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)s->body.data, s->body.len, 0, &jerr);
+    if (root == NULL || !json_is_object(root)) {
+        json_decref(root);
+        gw_stream_error(s, 400, "invalid_json", "request body is not a JSON object");
+        return;
+    }
+    const char *ops[TRUST_MAX_OPERATIONS], *ds[TRUST_MAX_DATASETS];
+    trust_proposal p;
+    memset(&p, 0, sizeof(p));
+    p.requester = s->conn->id.spiffe_id;
+    p.home_city = srv->cfg->city;
+    p.provider_city = json_string_value(json_object_get(root, "provider"));
+    p.purpose = json_string_value(json_object_get(root, "purpose"));
+    p.legal_basis = json_string_value(json_object_get(root, "legal_basis"));
+    json_t *vd = json_object_get(root, "valid_days"), *mq = json_object_get(root, "max_queries");
+    json_t *ep = json_object_get(root, "epsilon");
+    if (p.provider_city == NULL || p.purpose == NULL ||
+        json_strings(json_object_get(root, "operations"), ops, TRUST_MAX_OPERATIONS,
+                     &p.noperations) != 0 ||
+        json_strings(json_object_get(root, "datasets"), ds, TRUST_MAX_DATASETS,
+                     &p.ndatasets) != 0 ||
+        !json_is_integer(vd) || json_integer_value(vd) < 1 ||
+        json_integer_value(vd) > 36500 || (mq != NULL && (!json_is_integer(mq) ||
+                                                          json_integer_value(mq) < 0 ||
+                                                          json_integer_value(mq) > 1000000000)) ||
+        (ep != NULL && (!json_is_number(ep) || !(json_number_value(ep) >= 0) ||
+                        !isfinite(json_number_value(ep))))) {
+        json_decref(root);
+        gw_stream_error(s, 400, "bad_request",
+                        "need provider, datasets[], purpose, operations[], valid_days (1..36500); "
+                        "optional legal_basis, max_queries (>= 0), epsilon (>= 0)");
+        return;
+    }
+    p.operations = ops;
+    p.datasets = ds;
+    p.valid_days = (uint32_t)json_integer_value(vd);
+    p.max_queries = mq != NULL ? (uint32_t)json_integer_value(mq) : 0;
+    p.epsilon = ep != NULL ? json_number_value(ep) : 0;
+    if (strcmp(p.provider_city, srv->cfg->city) == 0) {
+        json_decref(root);
+        gw_stream_error(s, 400, "bad_request", "the provider must be another city");
+        return;
+    }
+    trust_canonical k;
+    trust_refusals refusals;
+    trust_refusals_init(&refusals);
+    int rv = trust_translate_home(home, &p, &k, &refusals);
+    json_decref(root); /* |p| borrowed from it; |k| holds copies */
+    if (rv == BG_ERR_INVAL) {
+        respond_refusals(s, &refusals);
+        trust_refusals_dispose(&refusals);
+        return;
+    }
+    trust_refusals_dispose(&refusals);
+    if (rv != 0) {
+        gw_stream_error(s, 500, "internal", "%s", bg_strerror(rv));
+        return;
+    }
+    const conf_peer *next = next_hop(s, k.provider_city);
+    if (next == NULL) {
+        gw_stream_error(s, 404, "unknown_city", "no route from %s to city %s", srv->cfg->city,
+                        k.provider_city);
+        trust_canonical_dispose(&k);
+        return;
+    }
+    nego *n = calloc(1, sizeof(*n));
+    bg_errbuf eb = {{0}};
+    trust_contract *req = NULL;
+    bg_buf enc;
+    bg_buf_init(&enc);
+    if (n == NULL || body_from_canonical(&n->asked, &k, home, now_s()) != 0 ||
+        trust_contract_new(&req, &n->asked, &eb) != 0 ||
+        trust_contract_encode(req, &enc, &eb) != 0) {
+        trust_canonical_dispose(&k);
+        trust_contract_free(req);
+        bg_buf_dispose(&enc);
+        nego_free(n);
+        gw_stream_error(s, 500, "internal", "cannot build the proposal: %s", eb.msg);
+        return;
+    }
+    trust_canonical_dispose(&k);
+    trust_contract_free(req);
+    s->ctx = n;
+    s->ctx_free = nego_free;
+    bg_strlcpy(s->dest, n->asked.provider_city, sizeof(s->dest));
+    route_hops_append("", srv->cfg->city, n->hops, sizeof(n->hops));
+    gw_client_call(client_for(w, next), s, "/fed/v1/contracts", n->hops, enc.data, enc.len,
+                   PROTOBUF_TYPE, on_agreed);
+    bg_buf_dispose(&enc);
+}
+
+typedef struct list_ctx {
+    gw_server *srv;
+    json_t *arr;
+} list_ctx;
+
+static int list_one(void *arg, const char *id)
+{
+    list_ctx *lc = arg;
+    trust_store_meta m;
+    bg_buf b;
+    bg_buf_init(&b);
+    trust_contract *c = NULL;
+    if (trust_store_get(lc->srv->store, id, &m, &b) == 0 &&
+        trust_contract_decode(&c, b.data, b.len, NULL) == 0) {
+        json_t *j = contract_json(c, &m);
+        if (j != NULL) {
+            json_array_append_new(lc->arr, j);
+        }
+    }
+    trust_contract_free(c);
+    bg_buf_dispose(&b);
+    return json_array_size(lc->arr) >= 1000; /* bounded page */
+}
+
+static void contracts_get(gw_stream *s, const char *id)
+{
+    gw_server *srv = s->conn->w->srv;
+    if (id == NULL) {
+        list_ctx lc = {srv, json_array()};
+        trust_store_list(srv->store, s->conn->id.spiffe_id, list_one, &lc);
+        gw_stream_respond_json(s, 200, json_pack("{s:o}", "contracts", lc.arr));
+        return;
+    }
+    trust_store_meta m;
+    bg_buf b;
+    bg_buf_init(&b);
+    trust_contract *c = NULL;
+    int rv = trust_store_get(srv->store, id, &m, &b);
+    /* another requester's contract is answered like a missing one: ids are not secrets,
+     * but who holds which contract is */
+    if (rv == 0 && strcmp(m.requester, s->conn->id.spiffe_id) != 0) {
+        rv = BG_ERR_NOTFOUND;
+    }
+    if (rv == 0 && trust_contract_decode(&c, b.data, b.len, NULL) != 0) {
+        rv = BG_ERR_STORE;
+    }
+    bg_buf_dispose(&b);
+    if (rv == BG_ERR_NOTFOUND) {
+        gw_stream_error(s, 404, "not_found", "no contract %s for %s", id, s->conn->id.spiffe_id);
+    } else if (rv != 0) {
+        gw_stream_error(s, 503, "store_unavailable", "%s", bg_strerror(rv));
+    } else {
+        respond_contract(s, 200, c, &m);
+    }
+    trust_contract_free(c);
+}
+
+void gw_contracts_client(gw_stream *s)
+{
+    gw_server *srv = s->conn->w->srv;
+    if (srv->store == NULL || gw_profile_of(srv, srv->cfg->city) == NULL) {
+        gw_stream_error(s, 404, "not_found", "this gateway offers no contracts (no profiles)");
+        return;
+    }
+    const char *sub = s->path + strlen("/v1/contracts");
+    size_t sublen = strcspn(sub, "?");
+    char id[TRUST_CONTRACT_ID_LEN + 1] = "";
+    if (sublen > 1 && sub[0] == '/' && sublen - 1 == TRUST_CONTRACT_ID_LEN) {
+        memcpy(id, sub + 1, TRUST_CONTRACT_ID_LEN);
+    } else if (sublen != 0) {
+        gw_stream_error(s, 404, "not_found", "no such contract path: %s", s->path);
+        return;
+    }
+    if (strcmp(s->method, "POST") == 0 && id[0] == 0) {
+        if (strcmp(s->conn->id.role, "firm") != 0 ||
+            strcmp(s->conn->id.city, srv->cfg->city) != 0) {
+            gw_stream_error(s, 403, "forbidden", "contracts are proposed by firms of %s",
+                            srv->cfg->city);
+            return;
+        }
+        contracts_propose(s);
+    } else if (strcmp(s->method, "GET") == 0) {
+        contracts_get(s, id[0] ? id : NULL);
+    } else {
+        gw_stream_error(s, 405, "method_not_allowed", "%s %s", s->method, s->path);
+    }
+}
+
+/* ---- the provider side --------------------------------------------------------------------- */
+
+static int canonical_from_body(trust_canonical *k, const trust_contract_body *b,
+                               const conf_profile *home)
+{
+    memset(k, 0, sizeof(*k));
+    if ((k->requester = strdup(b->requester)) == NULL ||
+        (k->home_city = strdup(b->home_city)) == NULL ||
+        (k->provider_city = strdup(b->provider_city)) == NULL ||
+        dup_list(&k->purposes, &k->npurposes, &b->purpose, 1) != 0 ||
+        dup_list(&k->operations, &k->noperations, b->operations, b->noperations) != 0 ||
+        (b->legal_basis != NULL && b->legal_basis[0] &&
+         (k->legal_basis = strdup(b->legal_basis)) == NULL) ||
+        dup_list(&k->datasets, &k->ndatasets, b->datasets, b->ndatasets) != 0 ||
+        (k->home_terms.city = strdup(b->home_city)) == NULL ||
+        (k->home_terms.language = strdup(home->language)) == NULL ||
+        (k->home_terms.law = strdup(home->law)) == NULL ||
+        (k->home_terms.purpose = dup_or_null(b->home_terms.purpose)) == NULL ||
+        dup_list(&k->home_terms.operations, &k->home_terms.noperations,
+                 b->home_terms.operations, b->home_terms.noperations) != 0 ||
+        (b->home_terms.legal_basis != NULL && b->home_terms.legal_basis[0] &&
+         (k->home_terms.legal_basis = strdup(b->home_terms.legal_basis)) == NULL)) {
+        return BG_ERR_NOMEM;
+    }
+    int64_t span = b->valid_until - b->valid_from;
+    k->valid_days = span <= 0 ? 0 : (uint32_t)((span + DAY - 1) / DAY);
+    k->max_queries = b->max_queries;
+    k->epsilon = b->has_epsilon ? b->epsilon : 0;
+    return 0;
+}
+
+/* Deep copy of one side's wording within contract bodies. */
+static int terms_copy(trust_contract_terms *dst, const trust_contract_terms *src)
+{
+    if ((src->city != NULL && (dst->city = strdup(src->city)) == NULL) ||
+        (src->purpose != NULL && (dst->purpose = strdup(src->purpose)) == NULL) ||
+        dup_list(&dst->operations, &dst->noperations, src->operations, src->noperations) != 0 ||
+        (src->legal_basis != NULL && (dst->legal_basis = strdup(src->legal_basis)) == NULL)) {
+        return BG_ERR_NOMEM;
+    }
+    return 0;
+}
+
+static int body_from_agreement(trust_contract_body *b, const trust_agreement *a,
+                               const trust_contract_body *asked)
+{
+    trust_contract_body_init(b);
+    if ((b->requester = strdup(a->requester)) == NULL ||
+        (b->home_city = strdup(a->home_city)) == NULL ||
+        (b->provider_city = strdup(a->provider_city)) == NULL ||
+        dup_list(&b->datasets, &b->ndatasets, a->datasets, a->ndatasets) != 0 ||
+        (b->purpose = strdup(a->purposes[0])) == NULL ||
+        dup_list(&b->operations, &b->noperations, a->operations, a->noperations) != 0 ||
+        (a->legal_basis != NULL && (b->legal_basis = strdup(a->legal_basis)) == NULL) ||
+        terms_copy(&b->home_terms, &asked->home_terms) != 0 ||
+        (b->provider_terms.city = strdup(a->provider_city)) == NULL ||
+        (b->provider_terms.purpose = dup_or_null(a->provider_terms.purpose)) == NULL ||
+        dup_list(&b->provider_terms.operations, &b->provider_terms.noperations,
+                 a->provider_terms.operations, a->provider_terms.noperations) != 0 ||
+        (a->provider_terms.legal_basis != NULL &&
+         (b->provider_terms.legal_basis = strdup(a->provider_terms.legal_basis)) == NULL)) {
+        return BG_ERR_NOMEM;
+    }
+    b->valid_from = a->valid_from;
+    b->valid_until = a->valid_until;
+    b->min_cell_size = a->min_cell_size;
+    b->max_queries = a->max_queries;
+    b->has_epsilon = a->epsilon > 0;
+    b->epsilon = a->epsilon;
+    b->created_at = asked->created_at;
+    return 0;
+}
+
+static void fed_propose(gw_stream *s)
+{
+    gw_server *srv = s->conn->w->srv;
+    bg_errbuf eb = {{0}};
+    trust_contract *req = NULL;
+    if (trust_contract_decode(&req, s->body.data, s->body.len, &eb) != 0 ||
+        trust_contract_get_state(req) != TRUST_CONTRACT_REQUESTED) {
+        trust_contract_free(req);
+        gw_stream_error(s, 400, "contract_invalid", "proposal: %s",
+                        eb.msg[0] ? eb.msg : "state is not REQUESTED");
+        return;
+    }
+    const trust_contract_body *asked = trust_contract_get_body(req);
+    /* the hop list starts with the city whose gateway sent the proposal */
+    size_t first = strcspn(s->hops, ",");
+    char requester_city[64] = "", role[32];
+    trust_spiffe_parse(asked->requester, requester_city, sizeof(requester_city), role,
+                       sizeof(role));
+    if (strcmp(asked->provider_city, srv->cfg->city) != 0 ||
+        strcmp(requester_city, asked->home_city) != 0 || strlen(asked->home_city) != first ||
+        strncmp(s->hops, asked->home_city, first) != 0) {
+        trust_contract_free(req);
+        gw_stream_error(s, 403, "forbidden", "proposal's parties do not match its route (%s)",
+                        s->hops);
+        return;
+    }
+    const conf_profile *home = gw_profile_of(srv, asked->home_city);
+    const conf_profile *mine = gw_profile_of(srv, srv->cfg->city);
+    if (home == NULL) {
+        trust_contract_free(req);
+        gw_stream_error(s, 422, "untranslatable", "no profile for home city %s",
+                        asked->home_city);
+        return;
+    }
+    trust_canonical k;
+    trust_agreement ag;
+    trust_refusals refusals;
+    trust_refusals_init(&refusals);
+    int rv = canonical_from_body(&k, asked, home);
+    if (rv == 0) {
+        rv = trust_translate_provider(mine, home, &k, now_s(), &ag, &refusals);
+    }
+    trust_canonical_dispose(&k);
+    if (rv == BG_ERR_INVAL) {
+        bg_log(BG_LOG_INFO, "msg=\"contract refused\" requester=\"%s\" refusals=%zu",
+               asked->requester, refusals.n);
+        respond_refusals(s, &refusals);
+        trust_refusals_dispose(&refusals);
+        trust_contract_free(req);
+        return;
+    }
+    trust_refusals_dispose(&refusals);
+    trust_contract_body b;
+    trust_contract *c = NULL;
+    bg_buf enc;
+    bg_buf_init(&enc);
+    if (rv != 0 || body_from_agreement(&b, &ag, asked) != 0 ||
+        trust_contract_new(&c, &b, &eb) != 0 ||
+        trust_contract_sign(c, TRUST_CONTRACT_PROVIDER, srv->tls, &eb) != 0 ||
+        trust_contract_encode(c, &enc, &eb) != 0) {
+        if (rv == 0) {
+            trust_agreement_dispose(&ag);
+            trust_contract_body_dispose(&b);
+        }
+        trust_contract_free(c);
+        trust_contract_free(req);
+        bg_buf_dispose(&enc);
+        gw_stream_error(s, 500, "internal", "cannot make the agreement: %s", eb.msg);
+        return;
+    }
+    trust_agreement_dispose(&ag);
+    trust_contract_body_dispose(&b);
+    trust_contract_free(req);
+    const trust_contract_body *cb = trust_contract_get_body(c);
+    trust_store_meta m;
+    memset(&m, 0, sizeof(m));
+    m.state = TRUST_STATE_AGREED;
+    m.valid_from = cb->valid_from;
+    m.valid_until = cb->valid_until;
+    m.max_queries = cb->max_queries;
+    bg_strlcpy(m.requester, cb->requester, sizeof(m.requester));
+    rv = trust_store_put(srv->store, trust_contract_get_id(c), &m, enc.data, enc.len);
+    if (rv != 0 && rv != BG_ERR_EXISTS) {
+        trust_contract_free(c);
+        bg_buf_dispose(&enc);
+        gw_stream_error(s, 503, "store_unavailable", "cannot store the agreement: %s",
+                        bg_strerror(rv));
+        return;
+    }
+    bg_log(BG_LOG_INFO, "msg=\"contract agreed\" id=%s requester=\"%s\"",
+           trust_contract_get_id(c), cb->requester);
+    gw_stream_respond(s, 201, PROTOBUF_TYPE, enc.data, enc.len);
+    trust_contract_free(c);
+    bg_buf_dispose(&enc);
+}
+
+static void fed_finalize(gw_stream *s)
+{
+    gw_server *srv = s->conn->w->srv;
+    bg_errbuf eb = {{0}};
+    trust_contract *c = NULL;
+    if (trust_contract_decode(&c, s->body.data, s->body.len, &eb) != 0 ||
+        trust_contract_get_state(c) != TRUST_CONTRACT_FINALIZED ||
+        trust_contract_verify(c, srv->tls, now_s(), &eb) != 0) {
+        bg_log(BG_LOG_WARN, "msg=\"finalized contract rejected\" detail=\"%s\"", eb.msg);
+        trust_contract_free(c);
+        gw_stream_error(s, 400, "contract_invalid", "finalized contract: %s",
+                        eb.msg[0] ? eb.msg : "state is not FINALIZED");
+        return;
+    }
+    const char *id = trust_contract_get_id(c);
+    trust_store_meta m;
+    int rv = trust_store_get(srv->store, id, &m, NULL);
+    if (rv == 0 && m.state != TRUST_STATE_AGREED && m.state != TRUST_STATE_FINALIZED) {
+        rv = BG_ERR_CONTRACT_REVOKED;
+    }
+    if (rv == 0 && strcmp(trust_contract_get_body(c)->provider_city, srv->cfg->city) != 0) {
+        rv = BG_ERR_IDENTITY;
+    }
+    bg_buf enc;
+    bg_buf_init(&enc);
+    if (rv == 0 && trust_contract_encode(c, &enc, &eb) == 0) {
+        rv = trust_store_update(srv->store, id, TRUST_STATE_FINALIZED, enc.data, enc.len);
+    }
+    bg_buf_dispose(&enc);
+    trust_contract_free(c);
+    if (rv == BG_ERR_NOTFOUND) {
+        gw_stream_error(s, 404, "not_found", "no agreed contract %s here", id);
+    } else if (rv != 0) {
+        gw_stream_error(s, 409, "contract_state", "cannot finalize %s: %s", id, bg_strerror(rv));
+    } else {
+        bg_log(BG_LOG_INFO, "msg=\"contract finalized\" id=%s", id);
+        gw_stream_respond(s, 204, NULL, NULL, 0);
+    }
+}
+
+void gw_contracts_fed(gw_stream *s)
+{
+    gw_server *srv = s->conn->w->srv;
+    if (srv->store == NULL || gw_profile_of(srv, srv->cfg->city) == NULL) {
+        gw_stream_error(s, 404, "not_found", "this gateway offers no contracts (no profiles)");
+        return;
+    }
+    size_t n = strcspn(s->path, "?");
+    if (n == strlen("/fed/v1/contracts") && strncmp(s->path, "/fed/v1/contracts", n) == 0) {
+        fed_propose(s);
+    } else if (n == strlen("/fed/v1/contracts/finalize") &&
+               strncmp(s->path, "/fed/v1/contracts/finalize", n) == 0) {
+        fed_finalize(s);
+    } else {
+        gw_stream_error(s, 404, "not_found", "no such endpoint: %s", s->path);
+    }
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""Contract negotiation across cities (issue 3), with the shipped profiles: guangzhou -
+shenzhen - hongkong, so a guangzhou firm's proposal to hongkong crosses shenzhen as transit.
+- a guangzhou firm proposes in Chinese terms (科研 / 统计分析 / 伦理审查批准) for hongkong stroke
+  data: 201 FINALIZED, held in both vocabularies, narrowed to hongkong's rules (k = 10, at most
+  180 days, at most hongkong's query cap), signed by both gateways (provider and home logs);
+- the firm reads it back (GET by id, list); another identity cannot;
+- refusals list every term that cannot be agreed, with the right code: unknown terms
+  (untranslatable), model training towards hongkong (operation_refused), and a hongkong firm's
+  insurance actuarial purpose towards guangzhou (forbidden_purpose);
+- malformed proposals are 400, and a proposal from a non-firm identity is 403."""
+import json
+import os
+
+import harness
+
+PROFILES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "conf",
+                                        "profiles"))
+
+
+def propose(gw, body, role="firm"):
+    return gw.query(None, role=role, path="/v1/contracts", body=json.dumps(body, ensure_ascii=False))
+
+
+def main(t):
+    gws = harness.federation(t, ["guangzhou", "shenzhen", "hongkong"],
+                             [("guangzhou", "shenzhen"), ("shenzhen", "hongkong")],
+                             extra_yaml="profiles: %s" % PROFILES)
+    gz, sz, hk = gws["guangzhou"], gws["shenzhen"], gws["hongkong"]
+    for g in (hk, sz, gz):
+        g.start()
+    t.check(gz.wait_peers(10) and hk.wait_peers(10), "federation ready")
+
+    ask = {"provider": "hongkong", "datasets": ["hongkong/stroke-registry"], "purpose": "科研",
+           "operations": ["统计分析"], "legal_basis": "伦理审查批准", "valid_days": 365,
+           "max_queries": 50}
+    r = propose(gz, ask)
+    c = r.json() or {}
+    t.check(r.status == 201 and c.get("state") == "FINALIZED" and len(c.get("id", "")) == 64,
+            "guangzhou firm, Chinese terms, hongkong data: 201 FINALIZED", r)
+    eff = c.get("effective", {})
+    t.check(eff.get("min_cell_size") == 10, "effective k = 10 (hongkong's, stricter than 5)", eff)
+    days = (harness_ts(eff.get("valid_until")) - harness_ts(eff.get("valid_from"))) / 86400.0
+    t.check(0 < days <= 180, "valid for at most 180 days (asked 365): %.1f" % days, eff)
+    t.check(eff.get("max_queries") == 50, "max_queries 50 (under hongkong's cap)", eff)
+    t.check(sorted(eff.get("operations", [])) == sorted(["count", "sum", "mean", "histogram",
+                                                         "quantiles"]),
+            "统计分析 -> the five canonical aggregate operations", eff)
+    t.check(c.get("home_terms", {}).get("purpose") == "科研" and
+            c.get("provider_terms", {}).get("purpose") == "scientific research" and
+            sorted(c.get("provider_terms", {}).get("operations", [])) ==
+            ["counts", "distribution", "summary statistics"],
+            "terms side by side: 科研/统计分析 and scientific research/counts+summary+distribution",
+            c)
+    cid = c.get("id", "")
+    with open(hk.cur_err_path) as f:
+        hk_log = f.read()
+    with open(gz.cur_err_path) as f:
+        gz_log = f.read()
+    t.check('msg="contract agreed" id=%s' % cid in hk_log and
+            'msg="contract finalized" id=%s' % cid in hk_log,
+            "hongkong signed (AGREED) and stored the countersigned (FINALIZED) contract",
+            hk_log[-1500:])
+    t.check('msg="contract finalized" id=%s' % cid in gz_log, "guangzhou countersigned it",
+            gz_log[-800:])
+    e = [x for x in sz.access_log_entries() if x.get("route") == "/fed/v1/contracts"]
+    t.check(len(e) >= 2 and all(x.get("status") in (201, 204) for x in e),
+            "the proposal and the finalization crossed shenzhen as transit", e)
+
+    r = gz.get("/v1/contracts/" + cid, cert=gz.client("firm"))
+    t.check(r.status == 200 and (r.json() or {}).get("id") == cid, "GET by id as the firm", r)
+    r = gz.get("/v1/contracts", cert=gz.client("firm"))
+    t.check(r.status == 200 and cid in [x.get("id") for x in (r.json() or {}).get("contracts", [])],
+            "GET /v1/contracts lists it", r)
+    r = gz.get("/v1/contracts/" + cid, cert=gz.client("regulator"))
+    t.check(r.status == 404, "another identity does not see it (404)", r)
+
+    # refusals, each listing the terms
+    r = propose(gz, dict(ask, purpose="炼金术", operations=["统计分析", "占卜"]))
+    err = (r.json() or {}).get("error", {})
+    terms = sorted(x.get("term") for x in err.get("refusals", []))
+    t.check(r.status == 422 and err.get("code") == "untranslatable" and terms == ["占卜", "炼金术"],
+            "unknown purpose and operation: 422 untranslatable listing both", r)
+    r = propose(gz, dict(ask, operations=["统计分析", "模型训练"], purpose="算法模型研发"))
+    err = (r.json() or {}).get("error", {})
+    t.check(r.status == 422 and any(x.get("code") == "operation_refused" and
+                                    x.get("profile") == "hongkong"
+                                    for x in err.get("refusals", [])),
+            "model training towards hongkong: 422 operation_refused by hongkong's profile", r)
+    hk_ask = {"provider": "guangzhou", "datasets": ["guangzhou/cerebral-infarction"],
+              "purpose": "insurance actuarial research", "operations": ["counts"],
+              "legal_basis": "prescribed consent", "valid_days": 30}
+    r = propose(hk, hk_ask)
+    err = (r.json() or {}).get("error", {})
+    t.check(r.status == 422 and err.get("code") == "forbidden_purpose" and
+            any(x.get("profile") == "guangzhou" for x in err.get("refusals", [])),
+            "hongkong insurance actuarial towards guangzhou: 422 forbidden_purpose", r)
+
+    r = gz.query(None, path="/v1/contracts", body="{not json")
+    t.check(r.status == 400, "malformed JSON proposal: 400", r)
+    r = propose(gz, {"provider": "hongkong"})
+    t.check(r.status == 400 and (r.json() or {}).get("error", {}).get("code") == "bad_request",
+            "proposal missing fields: 400 bad_request", r)
+    r = propose(gz, ask, role="regulator")
+    t.check(r.status == 403, "a regulator cannot propose: 403", r)
+
+
+def harness_ts(iso):
+    import calendar
+    import time
+    if not iso:
+        return 0
+    return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+if __name__ == "__main__":
+    harness.run(main)
