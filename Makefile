@@ -33,7 +33,7 @@ test: build
 
 # Foreground: Ctrl-C makes baygatectl stop the four gateways cleanly.
 demo: build
-	./build/gateway/baygatectl demo --dir $(DEMO_DIR) --bin build/gateway
+	./build/gateway/baygatectl demo --dir $(DEMO_DIR) --bin build/gateway --profiles conf/profiles
 
 # The unit and integration tests under ASan+UBSan; the bench smoke run is left out, its
 # numbers mean nothing there and it only costs CI time.

@@ -85,8 +85,12 @@ static const char *const client_roles[] = {"firm", "regulator", "admin"};
 typedef struct demo_opts {
     const char *dir;
     const char *bin; /* NULL: the directory of /proc/self/exe */
+    const char *profiles; /* contract profiles directory, or NULL: no contracts */
     bool start;
 } demo_opts;
+
+/* Absolute path of --profiles, written into every config; "" when not given. */
+static char profiles_abs[PATH_MAX];
 
 typedef struct demo_child {
     const demo_city *city;
@@ -107,7 +111,9 @@ static void usage(FILE *f)
     fputs("usage: baygatectl demo [--dir DIR] [--bin BINDIR] [--no-start]\n"
           "  --dir DIR      where certificates, configs, logs and ledgers go (default run/demo)\n"
           "  --bin BINDIR   directory holding the baygate binary (default: baygatectl's own)\n"
-          "  --no-start     only create certificates and configs\n",
+          "  --no-start     only create certificates and configs\n"
+          "  --profiles DIR contract profiles for every city (e.g. conf/profiles); without it the\n"
+          "                 demo offers no contracts\n",
           f);
 }
 
@@ -480,6 +486,9 @@ static bool write_config(const char *dir, const demo_city *c)
             "ledger:\n"
             "  path: %s/ledger\n",
             c->name);
+    if (profiles_abs[0]) {
+        fprintf(f, "profiles: %s\n", profiles_abs);
+    }
     return commit_file(f, tmp, path);
 }
 
@@ -881,10 +890,20 @@ static void print_try(const char *dir)
            "\n"
            "# follow one request through every city's access log; daemon logs are next to them\n"
            "grep demo-query-1 %s/*/access.log\n"
-           "tail %s/*/baygate.log\n"
-           "\n"
-           "Press Ctrl-C to stop all four gateways.\n",
+           "tail %s/*/baygate.log\n",
            d, d, d, d, d, d, d, d, d, d, d);
+    if (profiles_abs[0]) {
+        printf("\n"
+               "# a Guangzhou firm proposes a contract for Hong Kong stroke data, in Chinese terms\n"
+               "curl --http2 --cacert %s/trust-bundle.pem \\\n"
+               "  --cert %s/clients/guangzhou-firm.crt --key %s/clients/guangzhou-firm.key \\\n"
+               "  -H 'content-type: application/json' -d '{\"provider\":\"hongkong\","
+               "\"datasets\":[\"hongkong/stroke-registry\"],\"purpose\":\"科研\","
+               "\"operations\":[\"统计分析\"],\"legal_basis\":\"伦理审查批准\","
+               "\"valid_days\":365,\"max_queries\":50}' https://127.0.0.1:8443/v1/contracts\n",
+               d, d, d);
+    }
+    printf("\nPress Ctrl-C to stop all four gateways.\n");
     fflush(stdout);
 }
 
@@ -892,6 +911,7 @@ static int parse_args(int argc, char **argv, demo_opts *o)
 {
     o->dir = "run/demo";
     o->bin = NULL;
+    o->profiles = NULL;
     o->start = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -910,6 +930,9 @@ static int parse_args(int argc, char **argv, demo_opts *o)
         } else if (strncmp(a, "--bin", 5) == 0 && (a[5] == '\0' || a[5] == '=')) {
             target = &o->bin;
             len = 5;
+        } else if (strncmp(a, "--profiles", 10) == 0 && (a[10] == '\0' || a[10] == '=')) {
+            target = &o->profiles;
+            len = 10;
         } else {
             fail("unknown argument '%s'", a);
             usage(stderr);
@@ -949,6 +972,10 @@ int ctl_demo_main(int argc, char **argv)
     int rc;
 
     rc = parse_args(argc, argv, &o);
+    if (rc == 0 && o.profiles != NULL && realpath(o.profiles, profiles_abs) == NULL) {
+        fail("--profiles %s: %s", o.profiles, strerror(errno));
+        return 2;
+    }
     if (rc != 0) {
         return rc < 0 ? 0 : rc;
     }
