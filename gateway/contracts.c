@@ -673,9 +673,9 @@ static void fed_propose(gw_stream *s)
     const conf_profile *home = gw_profile_of(srv, asked->home_city);
     const conf_profile *mine = gw_profile_of(srv, srv->cfg->city);
     if (home == NULL) {
-        trust_contract_free(req);
         gw_stream_error(s, 422, "untranslatable", "no profile for home city %s",
                         asked->home_city);
+        trust_contract_free(req); /* |asked| lives in it */
         return;
     }
     trust_canonical k;
@@ -754,7 +754,8 @@ static void fed_finalize(gw_stream *s)
                         eb.msg[0] ? eb.msg : "state is not FINALIZED");
         return;
     }
-    const char *id = trust_contract_get_id(c);
+    char id[TRUST_CONTRACT_ID_LEN + 1];
+    bg_strlcpy(id, trust_contract_get_id(c), sizeof(id)); /* outlives |c| */
     trust_store_meta m;
     int rv = trust_store_get(srv->store, id, &m, NULL);
     if (rv == 0 && m.state != TRUST_STATE_AGREED && m.state != TRUST_STATE_FINALIZED) {
