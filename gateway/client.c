@@ -39,6 +39,8 @@ struct gw_cstream {
     char hops[1100];
     char dest[64];
     char req_type[64];
+    char contract[72];
+    char requester[256];
     char content_type[128];
     char content_length[24];
     char route[1024];
@@ -406,7 +408,7 @@ static void submit_one(gw_client *cl, gw_cstream *cs)
     const conf_url *u = &cl->urls[cl->url_idx];
     char clen[24];
     bg_fmt_u64(clen, cs->body.len);
-    nghttp2_nv nva[] = {
+    nghttp2_nv nva[12] = {
         NV(":method", "POST"),
         NV(":scheme", u->tls ? "https" : "http"),
         NV(":authority", cl->authority),
@@ -417,9 +419,17 @@ static void submit_one(gw_client *cl, gw_cstream *cs)
         NV("x-baygate-hops", cs->hops),
         NV("x-baygate-dest", cs->dest),
     };
+    size_t nnv = 9;
+    if (cs->contract[0]) {
+        nghttp2_nv nv = NV("x-baygate-contract", cs->contract);
+        nva[nnv++] = nv;
+    }
+    if (cs->requester[0]) {
+        nghttp2_nv nv = NV("x-baygate-requester", cs->requester);
+        nva[nnv++] = nv;
+    }
     nghttp2_data_provider prd = {.source = {.ptr = cs}, .read_callback = req_read_cb};
-    nva[6].flags |= NGHTTP2_NV_FLAG_NO_INDEX; /* x-request-id: unique per request */
-    int32_t id = nghttp2_submit_request(cl->h2, NULL, nva, sizeof(nva) / sizeof(nva[0]),
+    int32_t id = nghttp2_submit_request(cl->h2, NULL, nva, nnv,
                                         cs->body.len > 0 ? &prd : NULL, cs);
     if (id < 0) {
         fail_down(cs, "bad_gateway", nghttp2_strerror(id));
@@ -921,6 +931,7 @@ static void start(gw_client *cl, gw_stream *s, const char *path, const char *hop
     if (cs != NULL) {
         memset(cs, 0, offsetof(gw_cstream, path));
         cs->content_type[0] = cs->content_length[0] = cs->route[0] = 0;
+        cs->contract[0] = cs->requester[0] = 0;
     }
     if (cs == NULL) {
         gw_stream_error(s, 500, "internal", "out of memory");
@@ -946,6 +957,8 @@ static void start(gw_client *cl, gw_stream *s, const char *path, const char *hop
     bg_strlcpy(cs->hops, hops, sizeof(cs->hops));
     bg_strlcpy(cs->dest, s->dest, sizeof(cs->dest));
     bg_strlcpy(cs->req_type, ctype != NULL ? ctype : s->req_type, sizeof(cs->req_type));
+    bg_strlcpy(cs->contract, s->contract, sizeof(cs->contract));
+    bg_strlcpy(cs->requester, s->requester, sizeof(cs->requester));
     s->up = cs;
     if (st == GW_CLIENT_CONNECTED && !cl->goaway) {
         submit_one(cl, cs);

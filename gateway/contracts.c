@@ -126,6 +126,9 @@ static void respond_contract(gw_stream *s, int status, const trust_contract *c,
     gw_stream_respond_json(s, j != NULL ? status : 500, j);
 }
 
+static void contracts_revoke(gw_stream *s, const char *id);
+static void fed_revoke(gw_stream *s);
+
 /* ---- the home side ------------------------------------------------------------------------ */
 
 /* A JSON array of strings into a borrowed const char * array (valid while |root| lives). */
@@ -566,6 +569,8 @@ void gw_contracts_client(gw_stream *s)
         contracts_propose(s);
     } else if (strcmp(s->method, "GET") == 0) {
         contracts_get(s, id[0] ? id : NULL);
+    } else if (strcmp(s->method, "DELETE") == 0 && id[0]) {
+        contracts_revoke(s, id);
     } else {
         gw_stream_error(s, 405, "method_not_allowed", "%s %s", s->method, s->path);
     }
@@ -794,7 +799,277 @@ void gw_contracts_fed(gw_stream *s)
     } else if (n == strlen("/fed/v1/contracts/finalize") &&
                strncmp(s->path, "/fed/v1/contracts/finalize", n) == 0) {
         fed_finalize(s);
+    } else if (n == strlen("/fed/v1/contracts/revoke") &&
+               strncmp(s->path, "/fed/v1/contracts/revoke", n) == 0) {
+        fed_revoke(s);
     } else {
         gw_stream_error(s, 404, "not_found", "no such endpoint: %s", s->path);
+    }
+}
+
+/* ---- usage control -------------------------------------------------------------------------- */
+
+static bool in_list(char *const *v, size_t n, const char *x)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i], x) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Answers the usage-control error for |rv| (from the store) and returns false. */
+static bool refuse(gw_stream *s, int rv, const char *id)
+{
+    switch (rv) {
+    case BG_ERR_NOTFOUND:
+        gw_stream_error(s, 403, "contract_required", "no contract %s in force here", id);
+        break;
+    case BG_ERR_IDENTITY:
+        gw_stream_error(s, 403, "contract_forbidden", "contract %s belongs to another party", id);
+        break;
+    case BG_ERR_CONTRACT_REVOKED:
+        gw_stream_error(s, 403, "contract_revoked", "contract %s is revoked or not in force", id);
+        break;
+    case BG_ERR_CONTRACT_EXPIRED:
+        gw_stream_error(s, 403, "contract_expired", "contract %s is outside its validity", id);
+        break;
+    case BG_ERR_BUDGET_EXHAUSTED:
+        gw_stream_error(s, 429, "budget_exhausted", "contract %s has no queries left", id);
+        break;
+    default:
+        gw_stream_error(s, 503, "store_unavailable", "contract store: %s", bg_strerror(rv));
+        break;
+    }
+    return false;
+}
+
+/* The query's dataset and operation (default "count"), read from the body. */
+static bool query_scope(gw_stream *s, char *dataset, size_t dlen, char *op, size_t olen)
+{
+    json_t *root = json_loadb((const char *)s->body.data, s->body.len, 0, NULL);
+    const char *ds = json_string_value(json_object_get(root, "dataset"));
+    const char *o = json_string_value(json_object_get(root, "operation"));
+    bool ok = ds != NULL && strlen(ds) < dlen && (o == NULL || strlen(o) < olen);
+    if (ok) {
+        bg_strlcpy(dataset, ds, dlen);
+        bg_strlcpy(op, o != NULL ? o : "count", olen);
+    }
+    json_decref(root);
+    if (!ok) {
+        gw_stream_error(s, 400, "bad_request", "query needs \"dataset\" (and \"operation\")");
+    }
+    return ok;
+}
+
+/* The contract |id| of |requester| from the store, checked for the query's scope (not yet
+ * for budget). On false it answered. */
+static bool check_scope(gw_stream *s, const char *id, const char *requester, int64_t now)
+{
+    gw_server *srv = s->conn->w->srv;
+    char dataset[320], op[64];
+    if (!query_scope(s, dataset, sizeof(dataset), op, sizeof(op))) {
+        return false;
+    }
+    trust_store_meta m;
+    bg_buf b;
+    bg_buf_init(&b);
+    int rv = trust_store_get(srv->store, id, &m, &b);
+    if (rv == 0 && strcmp(m.requester, requester) != 0) {
+        rv = BG_ERR_IDENTITY;
+    } else if (rv == 0 && m.state != TRUST_STATE_FINALIZED) {
+        rv = m.state == TRUST_STATE_EXPIRED ? BG_ERR_CONTRACT_EXPIRED : BG_ERR_CONTRACT_REVOKED;
+    } else if (rv == 0 && (now < m.valid_from || now >= m.valid_until)) {
+        rv = BG_ERR_CONTRACT_EXPIRED;
+    }
+    trust_contract *c = NULL;
+    if (rv == 0 && trust_contract_decode(&c, b.data, b.len, NULL) != 0) {
+        rv = BG_ERR_STORE;
+    }
+    bg_buf_dispose(&b);
+    if (rv != 0) {
+        trust_contract_free(c);
+        return refuse(s, rv, id);
+    }
+    const trust_contract_body *cb = trust_contract_get_body(c);
+    bool ds_ok = in_list(cb->datasets, cb->ndatasets, dataset);
+    bool op_ok = in_list(cb->operations, cb->noperations, op);
+    trust_contract_free(c);
+    if (!ds_ok) {
+        gw_stream_error(s, 403, "contract_scope", "contract %s does not cover dataset %s", id,
+                        dataset);
+        return false;
+    }
+    if (!op_ok) {
+        gw_stream_error(s, 403, "operation_not_permitted",
+                        "contract %s does not permit operation %s", id, op);
+        return false;
+    }
+    return true;
+}
+
+bool gw_contracts_enforce(gw_stream *s, bool local)
+{
+    gw_server *srv = s->conn->w->srv;
+    if (srv->store == NULL) {
+        return true; /* this gateway takes part in no contracts */
+    }
+    int64_t now = now_s();
+    if (s->route == GW_ROUTE_QUERIES) {
+        if (local) {
+            return true; /* this city's own data: governed by its data space, not crossing */
+        }
+        if (s->contract[0] == 0) {
+            gw_stream_error(s, 403, "contract_required",
+                            "a query for %s data must name its contract (\"contract\")", s->dest);
+            return false;
+        }
+        /* home: fail fast; the provider is authoritative and counts the budget */
+        return check_scope(s, s->contract, s->conn->id.spiffe_id, now);
+    }
+    /* provider: the query arrived from a peer on behalf of x-baygate-requester */
+    if (s->contract[0] == 0 || s->requester[0] == 0) {
+        gw_stream_error(s, 403, "contract_required", "federated query without a contract");
+        return false;
+    }
+    if (!check_scope(s, s->contract, s->requester, now)) {
+        return false;
+    }
+    trust_store_meta m;
+    int rv = trust_store_consume(srv->store, s->contract, s->requester, now, &m);
+    if (rv != 0) {
+        return refuse(s, rv, s->contract);
+    }
+    return true;
+}
+
+/* ---- revocation ------------------------------------------------------------------------------- */
+
+typedef struct revo {
+    trust_contract *c;
+} revo;
+
+static void revo_free(void *p)
+{
+    revo *r = p;
+    if (r != NULL) {
+        trust_contract_free(r->c);
+        free(r);
+    }
+}
+
+static void on_revoked(gw_stream *s, int status, const char *ctype_or_code, const char *msg,
+                       const uint8_t *body, size_t len)
+{
+    revo *r = s->ctx;
+    (void)body;
+    (void)len;
+    if (status != 204 && status != 200) {
+        /* refused here already; say that the provider has not confirmed */
+        gw_stream_error(s, 502, status == 0 ? ctype_or_code : "bad_gateway",
+                        "revoked at home; the provider did not confirm: %s",
+                        status == 0 ? msg : "unexpected status");
+        return;
+    }
+    bg_log(BG_LOG_INFO, "msg=\"contract revoked\" id=%s", trust_contract_get_id(r->c));
+    respond_contract(s, 200, r->c, NULL);
+}
+
+static void contracts_revoke(gw_stream *s, const char *id)
+{
+    gw_worker *w = s->conn->w;
+    gw_server *srv = w->srv;
+    trust_store_meta m;
+    bg_buf b;
+    bg_buf_init(&b);
+    bg_errbuf eb = {{0}};
+    trust_contract *c = NULL;
+    int rv = trust_store_get(srv->store, id, &m, &b);
+    if (rv == 0 && strcmp(m.requester, s->conn->id.spiffe_id) != 0) {
+        rv = BG_ERR_NOTFOUND;
+    }
+    if (rv == 0 && trust_contract_decode(&c, b.data, b.len, &eb) != 0) {
+        rv = BG_ERR_STORE;
+    }
+    bg_buf_dispose(&b);
+    if (rv != 0) {
+        trust_contract_free(c);
+        if (rv == BG_ERR_NOTFOUND) {
+            gw_stream_error(s, 404, "not_found", "no contract %s for %s", id,
+                            s->conn->id.spiffe_id);
+        } else {
+            gw_stream_error(s, 503, "store_unavailable", "%s", bg_strerror(rv));
+        }
+        return;
+    }
+    bool already = trust_contract_get_state(c) == TRUST_CONTRACT_REVOKED;
+    bg_buf enc;
+    bg_buf_init(&enc);
+    if ((!already && trust_contract_revoke(c, srv->tls, now_s(), "revoked by the requester",
+                                           &eb) != 0) ||
+        trust_contract_encode(c, &enc, &eb) != 0 ||
+        (!already && trust_store_update(srv->store, id, TRUST_STATE_REVOKED, enc.data,
+                                        enc.len) != 0)) {
+        trust_contract_free(c);
+        bg_buf_dispose(&enc);
+        gw_stream_error(s, 409, "contract_state", "cannot revoke %s: %s", id,
+                        eb.msg[0] ? eb.msg : "store error");
+        return;
+    }
+    const trust_contract_body *cb = trust_contract_get_body(c);
+    const conf_peer *next = next_hop(s, cb->provider_city);
+    revo *r = calloc(1, sizeof(*r));
+    if (next == NULL || r == NULL) {
+        trust_contract_free(c);
+        free(r);
+        bg_buf_dispose(&enc);
+        gw_stream_error(s, 502, "peer_unavailable", "revoked at home; no route to the provider");
+        return;
+    }
+    r->c = c;
+    s->ctx = r;
+    s->ctx_free = revo_free;
+    bg_strlcpy(s->dest, cb->provider_city, sizeof(s->dest));
+    char hops[128];
+    route_hops_append("", srv->cfg->city, hops, sizeof(hops));
+    gw_client_call(client_for(w, next), s, "/fed/v1/contracts/revoke", hops, enc.data, enc.len,
+                   PROTOBUF_TYPE, on_revoked);
+    bg_buf_dispose(&enc);
+}
+
+static void fed_revoke(gw_stream *s)
+{
+    gw_server *srv = s->conn->w->srv;
+    bg_errbuf eb = {{0}};
+    trust_contract *c = NULL;
+    if (trust_contract_decode(&c, s->body.data, s->body.len, &eb) != 0 ||
+        trust_contract_get_state(c) != TRUST_CONTRACT_REVOKED ||
+        trust_contract_verify(c, srv->tls, now_s(), &eb) != 0) {
+        bg_log(BG_LOG_WARN, "msg=\"revocation rejected\" detail=\"%s\"", eb.msg);
+        trust_contract_free(c);
+        gw_stream_error(s, 400, "contract_invalid", "revocation: %s",
+                        eb.msg[0] ? eb.msg : "state is not REVOKED");
+        return;
+    }
+    char id[TRUST_CONTRACT_ID_LEN + 1];
+    bg_strlcpy(id, trust_contract_get_id(c), sizeof(id));
+    bg_buf enc;
+    bg_buf_init(&enc);
+    int rv = strcmp(trust_contract_get_body(c)->provider_city, srv->cfg->city) != 0
+                 ? BG_ERR_IDENTITY
+                 : trust_contract_encode(c, &enc, &eb);
+    if (rv == 0) {
+        rv = trust_store_update(srv->store, id, TRUST_STATE_REVOKED, enc.data, enc.len);
+    }
+    bg_buf_dispose(&enc);
+    trust_contract_free(c);
+    if (rv == BG_ERR_NOTFOUND) {
+        gw_stream_error(s, 404, "not_found", "no contract %s here", id);
+    } else if (rv != 0) {
+        gw_stream_error(s, 409, "contract_state", "cannot revoke %s: %s", id, bg_strerror(rv));
+    } else {
+        bg_log(BG_LOG_INFO, "msg=\"contract revoked\" id=%s by=home", id);
+        gw_stream_respond(s, 204, NULL, NULL, 0);
     }
 }

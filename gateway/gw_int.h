@@ -199,6 +199,9 @@ struct gw_stream {
     char peer_name[256]; /* the caller: SPIFFE id, or "-" */
     char dest[64];       /* destination city, when routed */
     char req_type[64];   /* the request's content-type, passed on when forwarding */
+    char contract[72];   /* contract id the query runs under (x-baygate-contract between
+                            gateways; "contract" in a client's JSON) */
+    char requester[256]; /* the firm a federated query is for (x-baygate-requester) */
     char resp_route[1100]; /* x-baygate-route to send back */
 };
 #define GW_STREAM_ZERO_END offsetof(gw_stream, method)
@@ -295,6 +298,11 @@ void gw_request_record(gw_stream *s, uint32_t error_code);
  * this city as provider (after peer authentication and routing). */
 void gw_contracts_client(gw_stream *s);
 void gw_contracts_fed(gw_stream *s);
+/* Usage control for a query that |local| (this city holds the data) or not: at the home
+ * gateway the contract must exist, belong to the caller, be in force and cover the dataset;
+ * at the provider, the same and the budget is consumed atomically. Returns true to go on;
+ * otherwise it answered. A gateway without profiles enforces nothing. */
+bool gw_contracts_enforce(gw_stream *s, bool local);
 /* The loaded profile of |city| or NULL. */
 const struct conf_profile *gw_profile_of(const gw_server *srv, const char *city);
 /* Built-in responder (builtin.c): answers a data-space query in-process. */

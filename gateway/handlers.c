@@ -129,6 +129,16 @@ static bool stage_parse(gw_stream *s)
         json_decref(root);
         return false;
     }
+    json_t *ct = json_object_get(root, "contract");
+    if (ct != NULL && s->route == GW_ROUTE_QUERIES) {
+        const char *cid = json_string_value(ct);
+        if (cid == NULL || strlen(cid) >= sizeof(s->contract)) {
+            json_decref(root);
+            gw_stream_error(s, 400, "bad_request", "\"contract\" must be a contract id");
+            return false;
+        }
+        bg_strlcpy(s->contract, cid, sizeof(s->contract));
+    }
     json_decref(root);
     return true;
 }
@@ -165,12 +175,16 @@ static bool stage_route(gw_stream *s, const conf_peer **next, char *hops_out, si
     return true;
 }
 
-/* enforce: the hook for contracts and usage control (issue 3). Authentication already
- * decided who may call; nothing more is checked yet. */
-static bool stage_enforce(gw_stream *s)
+/* enforce: contracts and usage control (contracts.c). |local|: this city holds the data. */
+static bool stage_enforce(gw_stream *s, bool local)
 {
-    (void)s;
-    return true;
+    if (s->route != GW_ROUTE_QUERIES && s->route != GW_ROUTE_FED_QUERY) {
+        return true;
+    }
+    if (s->route == GW_ROUTE_FED_QUERY && !local) {
+        return true; /* transit: the provider enforces */
+    }
+    return gw_contracts_enforce(s, local);
 }
 
 /* forward: to the next-hop peer, or to this city's data space. */
@@ -328,12 +342,15 @@ void gw_request_dispatch(gw_stream *s)
         if (!stage_authenticate_client(s)) {
             return;
         }
-        s->hops[0] = 0; /* a client does not choose the hop list or the destination */
-        s->dest[0] = 0;
+        s->hops[0] = 0; /* a client does not choose the hop list, the destination */
+        s->dest[0] = 0; /* or for whom a query runs */
+        s->contract[0] = 0;
+        bg_strlcpy(s->requester, s->conn->id.spiffe_id, sizeof(s->requester));
     } else if (stage_authenticate_peer(s) == NULL) {
         return;
     }
-    if (!stage_parse(s) || !stage_route(s, &next, hops, sizeof(hops)) || !stage_enforce(s)) {
+    if (!stage_parse(s) || !stage_route(s, &next, hops, sizeof(hops)) ||
+        !stage_enforce(s, next == NULL)) {
         return;
     }
     stage_forward(s, next, hops);

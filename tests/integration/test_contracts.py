@@ -11,8 +11,11 @@ shenzhen - hongkong, so a guangzhou firm's proposal to hongkong crosses shenzhen
 - malformed proposals are 400, and a proposal from a non-firm identity is 403."""
 import json
 import os
+import threading
+import time
 
 import harness
+from harness import curl
 
 PROFILES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "conf",
                                         "profiles"))
@@ -103,6 +106,79 @@ def main(t):
             "proposal missing fields: 400 bad_request", r)
     r = propose(gz, ask, role="regulator")
     t.check(r.status == 403, "a regulator cannot propose: 403", r)
+
+    # ---- usage control on queries
+    def q(body, role="firm"):
+        return gz.query(None, role=role, body=json.dumps(body))
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "mean", "contract": cid})
+    t.check(r.status == 200 and (r.json() or {}).get("city") == "hongkong",
+            "query under the contract, permitted operation: 200 from hongkong", r)
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "mean"})
+    t.check(r.status == 403 and r.error_code() == "contract_required",
+            "cross-border query without a contract: 403 contract_required", r)
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "model_training", "contract": cid})
+    t.check(r.status == 403 and r.error_code() == "operation_not_permitted",
+            "operation the contract does not permit: 403 operation_not_permitted", r)
+    r = q({"dataset": "hongkong/liver-cancer", "operation": "count", "contract": cid})
+    t.check(r.status == 403 and r.error_code() == "contract_scope",
+            "dataset outside the contract: 403 contract_scope", r)
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": cid},
+          role="regulator")
+    t.check(r.status == 403 and r.error_code() == "contract_forbidden",
+            "someone else's contract: 403 contract_forbidden", r)
+    r = q({"dataset": "guangzhou/own-data", "operation": "count"})
+    t.check(r.status == 200, "own-city data needs no cross-border contract", r)
+    # the provider is authoritative: a peer cannot query for a firm without its contract
+    scrt, skey = sz.gateway_cert()
+    r = curl(t, hk.url("/fed/v1/query"), cacert=hk.bundle, cert=scrt, key=skey,
+             data=json.dumps({"dataset": "hongkong/stroke-registry", "operation": "count"}),
+             headers=["x-baygate-hops: guangzhou,shenzhen", "x-baygate-dest: hongkong",
+                      "x-baygate-requester: spiffe://guangzhou.gba/firm/demo"])
+    t.check(r.status == 403 and r.error_code() == "contract_required",
+            "provider: federated query without x-baygate-contract: 403 contract_required", r)
+
+    # ---- budget: 64 concurrent queries against max_queries 50 -> exactly 50 pass
+    r = propose(gz, dict(ask, max_queries=50, valid_days=30))  # a different contract
+    bid = (r.json() or {}).get("id", "")
+    t.check(r.status == 201, "second contract with a budget of 50", r)
+    results = []
+    lock = threading.Lock()
+
+    def one():
+        rr = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": bid})
+        with lock:
+            results.append((rr.status, rr.error_code()))
+    ths = [threading.Thread(target=one) for _ in range(64)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(60)
+    ok = sum(1 for st, _ in results if st == 200)
+    spent = sum(1 for st, code in results if st == 429 and code == "budget_exhausted")
+    t.check(ok == 50 and spent == 14,
+            "64 concurrent queries, budget 50: %d x 200, %d x 429 budget_exhausted" % (ok, spent),
+            sorted(results))
+
+    # ---- revocation: both sides refuse at once
+    r = curl(t, gz.url("/v1/contracts/" + cid), cacert=gz.bundle, cert=gz.client("firm")[0],
+             key=gz.client("firm")[1], method="DELETE")
+    t.check(r.status == 200 and (r.json() or {}).get("state") == "REVOKED",
+            "DELETE /v1/contracts/{id}: 200 REVOKED", r)
+    t0 = time.time()
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": cid})
+    t.check(r.status == 403 and r.error_code() == "contract_revoked",
+            "home refuses the revoked contract: 403 contract_revoked", r)
+    r = curl(t, hk.url("/fed/v1/query"), cacert=hk.bundle, cert=scrt, key=skey,
+             data=json.dumps({"dataset": "hongkong/stroke-registry", "operation": "count"}),
+             headers=["x-baygate-hops: guangzhou,shenzhen", "x-baygate-dest: hongkong",
+                      "x-baygate-contract: " + cid,
+                      "x-baygate-requester: spiffe://guangzhou.gba/firm/demo"])
+    t.check(r.status == 403 and r.error_code() == "contract_revoked" and time.time() - t0 < 1.0,
+            "provider refuses it too, within a second: 403 contract_revoked", r)
+    r = curl(t, gz.url("/v1/contracts/" + cid), cacert=gz.bundle, cert=gz.client("firm")[0],
+             key=gz.client("firm")[1], method="DELETE")
+    t.check(r.status == 200 and (r.json() or {}).get("state") == "REVOKED",
+            "revoking again is idempotent: 200 REVOKED", r)
 
 
 def harness_ts(iso):
