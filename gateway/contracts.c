@@ -11,6 +11,7 @@
 #include "gateway/gw_int.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -909,39 +910,84 @@ static bool check_scope(gw_stream *s, const char *id, const char *requester, int
     return true;
 }
 
-bool gw_contracts_enforce(gw_stream *s, bool local)
+/* The group commit: every budget consumption queued during this callback in one LMDB
+ * transaction, then each query goes on or is refused. Runs from gw_worker_run_deferred(). */
+static void run_consume(gw_flushable *f)
 {
-    gw_server *srv = s->conn->w->srv;
+    gw_worker *w = (gw_worker *)(void *)((char *)f - offsetof(gw_worker, consume_fl));
+    trust_store_consume_req reqs[sizeof(w->consume) / sizeof(w->consume[0])];
+    gw_stream *who[sizeof(w->consume) / sizeof(w->consume[0])];
+    size_t n = 0;
+    for (size_t i = 0; i < w->nconsume; i++) {
+        gw_stream *s = w->consume[i];
+        if (s == NULL) {
+            continue;
+        }
+        s->in_consume = false;
+        who[n] = s;
+        reqs[n] = (trust_store_consume_req){.id = s->contract, .requester = s->requester};
+        n++;
+    }
+    w->nconsume = 0;
+    trust_store_consume_batch(w->srv->store, reqs, n, now_s());
+    for (size_t i = 0; i < n; i++) {
+        if (reqs[i].result == 0) {
+            gw_request_resume(who[i]);
+        } else {
+            refuse(who[i], reqs[i].result, who[i]->contract);
+        }
+    }
+}
+
+void gw_contracts_cancel(gw_stream *s)
+{
+    gw_worker *w = s->conn->w;
+    for (size_t i = 0; i < w->nconsume; i++) {
+        if (w->consume[i] == s) {
+            w->consume[i] = NULL;
+        }
+    }
+    s->in_consume = false;
+}
+
+gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
+{
+    gw_worker *w = s->conn->w;
+    gw_server *srv = w->srv;
     if (srv->store == NULL) {
-        return true; /* this gateway takes part in no contracts */
+        return GW_ENFORCE_GO; /* this gateway takes part in no contracts */
     }
     int64_t now = now_s();
     if (s->route == GW_ROUTE_QUERIES) {
         if (local) {
-            return true; /* this city's own data: governed by its data space, not crossing */
+            return GW_ENFORCE_GO; /* this city's own data: its data space governs, no border */
         }
         if (s->contract[0] == 0) {
             gw_stream_error(s, 403, "contract_required",
                             "a query for %s data must name its contract (\"contract\")", s->dest);
-            return false;
+            return GW_ENFORCE_STOP;
         }
         /* home: fail fast; the provider is authoritative and counts the budget */
-        return check_scope(s, s->contract, s->conn->id.spiffe_id, now);
+        return check_scope(s, s->contract, s->conn->id.spiffe_id, now) ? GW_ENFORCE_GO
+                                                                       : GW_ENFORCE_STOP;
     }
     /* provider: the query arrived from a peer on behalf of x-baygate-requester */
     if (s->contract[0] == 0 || s->requester[0] == 0) {
         gw_stream_error(s, 403, "contract_required", "federated query without a contract");
-        return false;
+        return GW_ENFORCE_STOP;
     }
     if (!check_scope(s, s->contract, s->requester, now)) {
-        return false;
+        return GW_ENFORCE_STOP;
     }
-    trust_store_meta m;
-    int rv = trust_store_consume(srv->store, s->contract, s->requester, now, &m);
-    if (rv != 0) {
-        return refuse(s, rv, s->contract);
+    /* the budget: queued for this iteration's group commit */
+    if (w->nconsume == sizeof(w->consume) / sizeof(w->consume[0])) {
+        run_consume(&w->consume_fl); /* full: commit what is queued first */
     }
-    return true;
+    w->consume_fl.run = run_consume;
+    w->consume[w->nconsume++] = s;
+    s->in_consume = true;
+    gw_worker_defer(w, &w->consume_fl);
+    return GW_ENFORCE_WAIT;
 }
 
 /* ---- revocation ------------------------------------------------------------------------------- */

@@ -118,6 +118,11 @@ struct gw_worker {
      * and with one duration per queue adding and removing them is O(1), not a heap update. */
     const struct timeval *ct_request;
     const struct timeval *ct_idle;
+    /* Provider-side budget consumption waiting for this iteration's group commit (one LMDB
+     * transaction for all of them; contracts.c). Slots of streams that went away are NULL. */
+    gw_stream *consume[256];
+    size_t nconsume;
+    gw_flushable consume_fl;
     gw_flushable *deferred; /* FIFO of pending flushes: head ... */
     gw_flushable *deferred_tail;
     uint64_t rng; /* request-id generator state (splitmix64) */
@@ -189,6 +194,7 @@ struct gw_stream {
     uint64_t bytes_in, bytes_out;
     const char *err_code; /* error code answered, for the log */
     void *ctx;                 /* a handler's state across outbound calls (contracts) */
+    bool in_consume;           /* waiting in w->consume for the group commit */
     void (*ctx_free)(void *);  /* frees |ctx| when the stream goes */
     /* Text fields last: a new stream zeroes only what is above and the first byte of each of
      * these (GW_STREAM_ZERO_END), not kilobytes of arrays on every request. */
@@ -202,6 +208,7 @@ struct gw_stream {
     char contract[72];   /* contract id the query runs under (x-baygate-contract between
                             gateways; "contract" in a client's JSON) */
     char requester[256]; /* the firm a federated query is for (x-baygate-requester) */
+    char fwd_hops[1100]; /* hop list to forward with, kept while usage control waits */
     char resp_route[1100]; /* x-baygate-route to send back */
 };
 #define GW_STREAM_ZERO_END offsetof(gw_stream, method)
@@ -302,7 +309,16 @@ void gw_contracts_fed(gw_stream *s);
  * gateway the contract must exist, belong to the caller, be in force and cover the dataset;
  * at the provider, the same and the budget is consumed atomically. Returns true to go on;
  * otherwise it answered. A gateway without profiles enforces nothing. */
-bool gw_contracts_enforce(gw_stream *s, bool local);
+typedef enum gw_enforce {
+    GW_ENFORCE_GO = 0, /* go on now */
+    GW_ENFORCE_STOP,   /* refused: it answered */
+    GW_ENFORCE_WAIT,   /* pending a group commit: gw_request_resume() follows, or an answer */
+} gw_enforce;
+gw_enforce gw_contracts_enforce(gw_stream *s, bool local);
+/* The stream left w->consume before its commit (it is being freed). */
+void gw_contracts_cancel(gw_stream *s);
+/* Usage control passed after a wait: forward the query (handlers.c). */
+void gw_request_resume(gw_stream *s);
 /* The loaded profile of |city| or NULL. */
 const struct conf_profile *gw_profile_of(const gw_server *srv, const char *city);
 /* Built-in responder (builtin.c): answers a data-space query in-process. */

@@ -176,13 +176,13 @@ static bool stage_route(gw_stream *s, const conf_peer **next, char *hops_out, si
 }
 
 /* enforce: contracts and usage control (contracts.c). |local|: this city holds the data. */
-static bool stage_enforce(gw_stream *s, bool local)
+static gw_enforce stage_enforce(gw_stream *s, bool local)
 {
     if (s->route != GW_ROUTE_QUERIES && s->route != GW_ROUTE_FED_QUERY) {
-        return true;
+        return GW_ENFORCE_GO;
     }
     if (s->route == GW_ROUTE_FED_QUERY && !local) {
-        return true; /* transit: the provider enforces */
+        return GW_ENFORCE_GO; /* transit: the provider enforces */
     }
     return gw_contracts_enforce(s, local);
 }
@@ -349,11 +349,26 @@ void gw_request_dispatch(gw_stream *s)
     } else if (stage_authenticate_peer(s) == NULL) {
         return;
     }
-    if (!stage_parse(s) || !stage_route(s, &next, hops, sizeof(hops)) ||
-        !stage_enforce(s, next == NULL)) {
+    if (!stage_parse(s) || !stage_route(s, &next, hops, sizeof(hops))) {
         return;
     }
-    stage_forward(s, next, hops);
+    switch (stage_enforce(s, next == NULL)) {
+    case GW_ENFORCE_GO:
+        stage_forward(s, next, hops);
+        return;
+    case GW_ENFORCE_WAIT: /* only a provider waits, and a provider forwards locally */
+        bg_strlcpy(s->fwd_hops, hops, sizeof(s->fwd_hops));
+        return;
+    case GW_ENFORCE_STOP:
+        return;
+    }
+}
+
+void gw_request_resume(gw_stream *s)
+{
+    if (!s->responded) {
+        stage_forward(s, NULL, s->fwd_hops);
+    }
 }
 
 void gw_request_record(gw_stream *s, uint32_t error_code)

@@ -46,6 +46,9 @@ static void stream_unlink(gw_stream *s)
 
 static void stream_free(gw_stream *s)
 {
+    if (s->in_consume) {
+        gw_contracts_cancel(s);
+    }
     if (s->up != NULL) {
         gw_cstream_detach(s->up);
         s->up = NULL;

@@ -414,6 +414,52 @@ static int do_consume(trust_store *s, MDB_txn *txn, void *arg)
     return rc;
 }
 
+typedef struct batch_arg {
+    trust_store_consume_req *reqs;
+    size_t n;
+    int64_t now;
+} batch_arg;
+
+static int do_batch(trust_store *s, MDB_txn *txn, void *arg)
+{
+    batch_arg *b = arg;
+    for (size_t i = 0; i < b->n; i++) {
+        trust_store_consume_req *r = &b->reqs[i];
+        if (!valid_id(r->id)) {
+            r->result = BG_ERR_NOTFOUND;
+            continue;
+        }
+        update_arg a = {.id = r->id, .requester = r->requester, .now = b->now, .meta = &r->meta};
+        int rc = do_consume(s, txn, &a);
+        if (rc == MDB_NOTFOUND) {
+            r->result = BG_ERR_NOTFOUND;
+        } else if (rc < 0 && rc > -1000) {
+            r->result = rc; /* this request's refusal; the others go on */
+        } else if (rc != 0) {
+            return rc; /* LMDB failed: the whole batch aborts */
+        } else {
+            r->result = 0;
+        }
+    }
+    return 0;
+}
+
+int trust_store_consume_batch(trust_store *s, trust_store_consume_req *reqs, size_t n,
+                              int64_t now)
+{
+    if (n == 0) {
+        return 0;
+    }
+    batch_arg b = {reqs, n, now};
+    int rv = write_txn(s, do_batch, &b);
+    if (rv != 0) {
+        for (size_t i = 0; i < n; i++) {
+            reqs[i].result = rv;
+        }
+    }
+    return rv;
+}
+
 int trust_store_consume(trust_store *s, const char *id, const char *requester, int64_t now,
                         trust_store_meta *meta)
 {

@@ -69,6 +69,22 @@ int trust_store_update(trust_store *s, const char *id, uint32_t state, const uin
 int trust_store_consume(trust_store *s, const char *id, const char *requester, int64_t now,
                         trust_store_meta *meta);
 
+/* One query's request in a batch: inputs |id|, |requester|; output |result| (0 or one of
+ * trust_store_consume()'s errors) and |meta| after the increment when 0. */
+typedef struct trust_store_consume_req {
+    const char *id;
+    const char *requester;
+    int result;
+    trust_store_meta meta;
+} trust_store_consume_req;
+
+/* trust_store_consume() for |n| requests in ONE write transaction (group commit: one sync for
+ * the batch), in order, each checked against the state the earlier ones left. Each request
+ * gets its own result. Returns 0 when the batch committed (results valid), or BG_ERR_STORE /
+ * BG_ERR_NOMEM when it did not (then nothing changed and every result is that error). */
+int trust_store_consume_batch(trust_store *s, trust_store_consume_req *reqs, size_t n,
+                              int64_t now);
+
 /* Calls |cb| with the id of each contract of |requester| (index order) until it returns
  * non-zero; the id is valid during the call only. Returns 0 or BG_ERR_STORE. */
 int trust_store_list(trust_store *s, const char *requester,

@@ -246,6 +246,39 @@ static void test_trust_store_consume_concurrent_exact_budget(void **state)
     assert_int_equal(other, 0);
 }
 
+static void test_trust_store_consume_batch_in_order(void **state)
+{
+    fx *f = *state;
+    trust_store_meta m = meta(TRUST_STATE_FINALIZED, 0, 100, 7);
+    assert_int_equal(trust_store_put(f->s, ID_A, &m, NULL, 0), 0);
+    trust_store_consume_req reqs[12];
+    for (int i = 0; i < 12; i++) {
+        reqs[i] = (trust_store_consume_req){.id = ID_A, .requester = FIRM, .result = 99};
+    }
+    reqs[3].id = ID_B;                              /* unknown: refused alone */
+    reqs[5].requester = "spiffe://macau.gba/firm/x"; /* someone else's: refused alone */
+    assert_int_equal(trust_store_consume_batch(f->s, reqs, 12, 50), 0);
+    int ok = 0, spent = 0;
+    for (int i = 0; i < 12; i++) {
+        if (reqs[i].result == 0) {
+            ok++;
+            assert_int_equal(reqs[i].meta.used, ok); /* in order */
+        } else if (reqs[i].result == BG_ERR_BUDGET_EXHAUSTED) {
+            spent++;
+        }
+    }
+    assert_int_equal(reqs[3].result, BG_ERR_NOTFOUND);
+    assert_int_equal(reqs[5].result, BG_ERR_IDENTITY);
+    assert_int_equal(ok, 7);
+    assert_int_equal(spent, 3);
+    trust_store_meta got;
+    assert_int_equal(trust_store_get(f->s, ID_A, &got, NULL), 0);
+    assert_int_equal(got.used, 7);
+    /* expired for the whole batch */
+    assert_int_equal(trust_store_consume_batch(f->s, reqs, 1, 100), 0);
+    assert_int_equal(reqs[0].result, BG_ERR_CONTRACT_EXPIRED);
+}
+
 static void test_trust_store_open_bad_dir(void **state)
 {
     (void)state;
@@ -267,6 +300,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trust_store_grows_and_persists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_store_consume_concurrent_exact_budget, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_trust_store_consume_batch_in_order, setup, teardown),
         cmocka_unit_test(test_trust_store_open_bad_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
