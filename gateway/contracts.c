@@ -846,9 +846,15 @@ static bool refuse(gw_stream *s, int rv, const char *id)
     return false;
 }
 
-/* The query's dataset and operation (default "count"), read from the body. */
+/* The query's dataset and operation (default "count"): from what stage_parse() read at the
+ * home gateway, from the body at the provider (which routed on a header). */
 static bool query_scope(gw_stream *s, char *dataset, size_t dlen, char *op, size_t olen)
 {
+    if (s->route == GW_ROUTE_QUERIES && s->operation[0] && s->dataset[0]) {
+        bg_strlcpy(dataset, s->dataset, dlen);
+        bg_strlcpy(op, s->operation, olen);
+        return true;
+    }
     json_t *root = json_loadb((const char *)s->body.data, s->body.len, 0, NULL);
     const char *ds = json_string_value(json_object_get(root, "dataset"));
     const char *o = json_string_value(json_object_get(root, "operation"));
@@ -864,11 +870,94 @@ static bool query_scope(gw_stream *s, char *dataset, size_t dlen, char *op, size
     return ok;
 }
 
+/* A contract's scope (datasets, operations) never changes under its id, which is the digest
+ * of its body: each worker keeps the decoded scope of recent contracts, so a query costs one
+ * LMDB read of the contract's state and counters, not a decode. Direct-mapped, replaced on
+ * collision. */
+#define SCOPE_SLOTS 256
+
+typedef struct scope {
+    char id[TRUST_CONTRACT_ID_LEN + 1];
+    char **datasets;
+    size_t ndatasets;
+    char **operations;
+    size_t noperations;
+} scope;
+
+struct gw_scope_cache {
+    scope slot[SCOPE_SLOTS];
+};
+
+static void scope_clear(scope *sc)
+{
+    for (size_t i = 0; i < sc->ndatasets; i++) {
+        free(sc->datasets[i]);
+    }
+    for (size_t i = 0; i < sc->noperations; i++) {
+        free(sc->operations[i]);
+    }
+    free(sc->datasets);
+    free(sc->operations);
+    memset(sc, 0, sizeof(*sc));
+}
+
+void gw_contracts_worker_dispose(gw_worker *w)
+{
+    if (w->scopes == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < SCOPE_SLOTS; i++) {
+        scope_clear(&w->scopes->slot[i]);
+    }
+    free(w->scopes);
+    w->scopes = NULL;
+}
+
+static size_t scope_hash(const char *id)
+{
+    size_t h = 0;
+    for (size_t i = 0; i < 8 && id[i]; i++) { /* the id is a digest: its hex is uniform */
+        h = h * 16 + (size_t)(id[i] <= '9' ? id[i] - '0' : id[i] - 'a' + 10);
+    }
+    return h % SCOPE_SLOTS;
+}
+
+/* The scope of contract |id| whose stored bytes are |b|: from the cache, or decoded into it.
+ * NULL on a decode failure or out of memory. Borrowed until the next call on this worker. */
+static const scope *scope_of(gw_worker *w, const char *id, const bg_buf *b)
+{
+    if (w->scopes == NULL && (w->scopes = calloc(1, sizeof(*w->scopes))) == NULL) {
+        return NULL;
+    }
+    scope *sc = &w->scopes->slot[scope_hash(id)];
+    if (strcmp(sc->id, id) == 0) {
+        return sc;
+    }
+    scope_clear(sc);
+    trust_contract *c = NULL;
+    if (trust_contract_decode(&c, b->data, b->len, NULL) != 0) {
+        return NULL;
+    }
+    const trust_contract_body *cb = trust_contract_get_body(c);
+    int rv = dup_list(&sc->datasets, &sc->ndatasets, cb->datasets, cb->ndatasets);
+    if (rv == 0) {
+        rv = dup_list(&sc->operations, &sc->noperations, cb->operations, cb->noperations);
+    }
+    trust_contract_free(c);
+    if (rv != 0) {
+        scope_clear(sc);
+        return NULL;
+    }
+    bg_strlcpy(sc->id, id, sizeof(sc->id));
+    return sc;
+}
+
 /* The contract |id| of |requester| from the store, checked for the query's scope (not yet
  * for budget). On false it answered. */
 static bool check_scope(gw_stream *s, const char *id, const char *requester, int64_t now)
 {
-    gw_server *srv = s->conn->w->srv;
+    gw_worker *w = s->conn->w;
+    gw_server *srv = w->srv;
     char dataset[320], op[64];
     if (!query_scope(s, dataset, sizeof(dataset), op, sizeof(op))) {
         return false;
@@ -876,7 +965,9 @@ static bool check_scope(gw_stream *s, const char *id, const char *requester, int
     trust_store_meta m;
     bg_buf b;
     bg_buf_init(&b);
-    int rv = trust_store_get(srv->store, id, &m, &b);
+    bool cached = w->scopes != NULL && strlen(id) == TRUST_CONTRACT_ID_LEN &&
+                  strcmp(w->scopes->slot[scope_hash(id)].id, id) == 0;
+    int rv = trust_store_get(srv->store, id, &m, cached ? NULL : &b);
     if (rv == 0 && strcmp(m.requester, requester) != 0) {
         rv = BG_ERR_IDENTITY;
     } else if (rv == 0 && m.state != TRUST_STATE_FINALIZED) {
@@ -884,19 +975,16 @@ static bool check_scope(gw_stream *s, const char *id, const char *requester, int
     } else if (rv == 0 && (now < m.valid_from || now >= m.valid_until)) {
         rv = BG_ERR_CONTRACT_EXPIRED;
     }
-    trust_contract *c = NULL;
-    if (rv == 0 && trust_contract_decode(&c, b.data, b.len, NULL) != 0) {
+    const scope *sc = rv == 0 ? scope_of(w, id, &b) : NULL;
+    bg_buf_dispose(&b);
+    if (rv == 0 && sc == NULL) {
         rv = BG_ERR_STORE;
     }
-    bg_buf_dispose(&b);
     if (rv != 0) {
-        trust_contract_free(c);
         return refuse(s, rv, id);
     }
-    const trust_contract_body *cb = trust_contract_get_body(c);
-    bool ds_ok = in_list(cb->datasets, cb->ndatasets, dataset);
-    bool op_ok = in_list(cb->operations, cb->noperations, op);
-    trust_contract_free(c);
+    bool ds_ok = in_list(sc->datasets, sc->ndatasets, dataset);
+    bool op_ok = in_list(sc->operations, sc->noperations, op);
     if (!ds_ok) {
         gw_stream_error(s, 403, "contract_scope", "contract %s does not cover dataset %s", id,
                         dataset);

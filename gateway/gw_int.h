@@ -123,6 +123,7 @@ struct gw_worker {
     gw_stream *consume[256];
     size_t nconsume;
     gw_flushable consume_fl;
+    struct gw_scope_cache *scopes; /* contracts.c: decoded contract scopes by id */
     gw_flushable *deferred; /* FIFO of pending flushes: head ... */
     gw_flushable *deferred_tail;
     uint64_t rng; /* request-id generator state (splitmix64) */
@@ -209,6 +210,8 @@ struct gw_stream {
                             gateways; "contract" in a client's JSON) */
     char requester[256]; /* the firm a federated query is for (x-baygate-requester) */
     char fwd_hops[1100]; /* hop list to forward with, kept while usage control waits */
+    char operation[40];  /* a client query's operation ("count" when absent) */
+    char dataset[200];   /* a client query's dataset, as stage_parse() read it */
     char resp_route[1100]; /* x-baygate-route to send back */
 };
 #define GW_STREAM_ZERO_END offsetof(gw_stream, method)
@@ -315,6 +318,8 @@ typedef enum gw_enforce {
     GW_ENFORCE_WAIT,   /* pending a group commit: gw_request_resume() follows, or an answer */
 } gw_enforce;
 gw_enforce gw_contracts_enforce(gw_stream *s, bool local);
+/* Frees the worker's contract caches (worker shutdown). */
+void gw_contracts_worker_dispose(gw_worker *w);
 /* The stream left w->consume before its commit (it is being freed). */
 void gw_contracts_cancel(gw_stream *s);
 /* Usage control passed after a wait: forward the query (handlers.c). */

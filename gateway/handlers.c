@@ -129,6 +129,10 @@ static bool stage_parse(gw_stream *s)
         json_decref(root);
         return false;
     }
+    bg_strlcpy(s->dataset, strlen(ds) < sizeof(s->dataset) ? ds : "", sizeof(s->dataset));
+    const char *op = json_string_value(json_object_get(root, "operation"));
+    bg_strlcpy(s->operation, op != NULL && strlen(op) < sizeof(s->operation) ? op : "count",
+               sizeof(s->operation));
     json_t *ct = json_object_get(root, "contract");
     if (ct != NULL && s->route == GW_ROUTE_QUERIES) {
         const char *cid = json_string_value(ct);

@@ -298,6 +298,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     memset(s, 0, GW_STREAM_ZERO_END);
     s->method[0] = s->path[0] = s->request_id[0] = s->hops[0] = 0;
     s->dest[0] = s->resp_route[0] = s->req_type[0] = s->contract[0] = s->requester[0] = 0;
+    s->operation[0] = s->dataset[0] = 0;
     s->conn = conn;
     s->id = frame->hd.stream_id;
     s->content_length = -1;

@@ -361,6 +361,7 @@ void gw_worker_dispose(gw_worker *w)
     gw_client_free(w->upstream);
     w->upstream = NULL;
     gw_client_free_retiring(w);
+    gw_contracts_worker_dispose(w);
     gw_gen_unref(w->gen);
     w->gen = NULL;
     if (w->base != NULL) {

@@ -342,17 +342,17 @@ static void test_trust_translate_home_envelope(void **state)
 static void test_trust_translate_caps(void **state)
 {
     (void)state;
-    /* hongkong caps queries at 1000 and epsilon at 1.0 for its own firms */
+    /* hongkong caps queries at 1000000 and epsilon at 1.0 for its own firms */
     req r;
     req_init(&r, HK, GZ, "public health surveillance", NULL, 30);
     req_op(&r, "counts");
-    r.p.max_queries = 5000;
+    r.p.max_queries = 5000000;
     r.p.epsilon = 3.0;
     trust_refusals rf;
     trust_refusals_init(&rf);
     trust_canonical c;
     assert_int_equal(trust_translate_home(prof[HK], &r.p, &c, &rf), BG_ERR_INVAL);
-    assert_true(has_refusal(&rf, TRUST_REFUSE_INVALID, "max_queries", "5000", "hongkong"));
+    assert_true(has_refusal(&rf, TRUST_REFUSE_INVALID, "max_queries", "5000000", "hongkong"));
     assert_true(has_refusal(&rf, TRUST_REFUSE_INVALID, "epsilon", "3", "hongkong"));
     trust_refusals_dispose(&rf);
     /* guangzhou has no caps; macau's 500 / 0.5 narrow the request at the provider */
