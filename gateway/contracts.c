@@ -224,6 +224,7 @@ typedef struct nego {
     trust_contract_body asked;
     trust_contract *agreed;
     char hops[1100];
+    char key[TRUST_CONTRACT_ID_LEN + 1]; /* the proposal's digest, for repeats */
 } nego;
 
 static void nego_free(void *p)
@@ -256,6 +257,9 @@ static void on_finalized(gw_stream *s, int status, const char *ctype_or_code, co
     trust_store_meta m;
     if (trust_store_get(srv->store, id, &m, NULL) != 0) {
         memset(&m, 0, sizeof(m));
+    }
+    if (n->key[0]) {
+        trust_store_proposal_put(srv->store, n->key, id); /* best effort: repeats renegotiate */
     }
     bg_log(BG_LOG_INFO, "msg=\"contract finalized\" id=%s requester=\"%s\" provider=%s", id,
            trust_contract_get_body(n->agreed)->requester,
@@ -390,6 +394,55 @@ static int body_from_canonical(trust_contract_body *b, const trust_canonical *k,
     return 0;
 }
 
+/* A proposal's key: the id of its body with the times taken out, so the same terms from the
+ * same firm give the same key on any day. */
+static int proposal_key(const trust_contract_body *asked, char *key)
+{
+    trust_contract_body b;
+    trust_contract_body_init(&b);
+    if (trust_contract_body_copy(&b, asked) != 0) {
+        return BG_ERR_NOMEM;
+    }
+    b.valid_until -= b.valid_from;
+    b.valid_from = 0;
+    b.created_at = 0;
+    free(b.nonce);
+    b.nonce = NULL;
+    int rv = trust_contract_body_id(&b, key, NULL);
+    trust_contract_body_dispose(&b);
+    return rv;
+}
+
+/* Repeating a proposal is idempotent: while the contract it produced is in force, the same
+ * proposal answers that contract (200) instead of negotiating a second one. */
+static bool answer_repeat(gw_stream *s, nego *n)
+{
+    gw_server *srv = s->conn->w->srv;
+    char id[TRUST_CONTRACT_ID_LEN + 1];
+    trust_store_meta m;
+    bg_buf b;
+    if (proposal_key(&n->asked, n->key) != 0) {
+        n->key[0] = 0;
+        return false;
+    }
+    if (trust_store_proposal_get(srv->store, n->key, id) != 0) {
+        return false;
+    }
+    bg_buf_init(&b);
+    trust_contract *c = NULL;
+    int64_t now = now_s();
+    bool ok = trust_store_get(srv->store, id, &m, &b) == 0 && m.state == TRUST_STATE_FINALIZED &&
+              now >= m.valid_from && now < m.valid_until &&
+              strcmp(m.requester, n->asked.requester) == 0 &&
+              trust_contract_decode(&c, b.data, b.len, NULL) == 0;
+    bg_buf_dispose(&b);
+    if (ok) {
+        respond_contract(s, 200, c, &m);
+    }
+    trust_contract_free(c);
+    return ok;
+}
+
 static void contracts_propose(gw_stream *s)
 {
     gw_worker *w = s->conn->w;
@@ -467,6 +520,7 @@ static void contracts_propose(gw_stream *s)
     bg_buf enc;
     bg_buf_init(&enc);
     if (n == NULL || body_from_canonical(&n->asked, &k, home, now_s()) != 0 ||
+        (n->asked.nonce = strdup(s->request_id)) == NULL || /* two proposals, two ids */
         trust_contract_new(&req, &n->asked, &eb) != 0 ||
         trust_contract_encode(req, &enc, &eb) != 0) {
         trust_canonical_dispose(&k);
@@ -480,6 +534,10 @@ static void contracts_propose(gw_stream *s)
     trust_contract_free(req);
     s->ctx = n;
     s->ctx_free = nego_free;
+    if (answer_repeat(s, n)) {
+        bg_buf_dispose(&enc);
+        return;
+    }
     bg_strlcpy(s->dest, n->asked.provider_city, sizeof(s->dest));
     route_hops_append("", srv->cfg->city, n->hops, sizeof(n->hops));
     gw_client_call(client_for(w, next), s, "/fed/v1/contracts", n->hops, enc.data, enc.len,

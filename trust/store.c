@@ -18,6 +18,7 @@ struct trust_store {
     MDB_env *env;
     MDB_dbi contracts;    /* id -> record */
     MDB_dbi by_requester; /* requester -> id (MDB_DUPSORT) */
+    MDB_dbi proposals;    /* proposal key -> contract id */
     size_t map_size;
     /* Every transaction holds this shared; growing the map (MDB_MAP_FULL) needs it exclusive,
      * because mdb_env_set_mapsize() requires that no transaction is open in the process. */
@@ -78,6 +79,9 @@ int trust_store_open(trust_store **out, const char *dir, size_t map_size, bg_err
     if (rc == 0) {
         rc = mdb_dbi_open(txn, "contracts_by_requester", MDB_CREATE | MDB_DUPSORT,
                           &s->by_requester);
+    }
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "proposals", MDB_CREATE, &s->proposals);
     }
     if (rc == 0) {
         rc = mdb_txn_commit(txn);
@@ -475,6 +479,50 @@ int trust_store_consume(trust_store *s, const char *id, const char *requester, i
         *meta = m;
     }
     return rc;
+}
+
+typedef struct alias_arg {
+    const char *key;
+    const char *id;
+} alias_arg;
+
+static int do_alias(trust_store *s, MDB_txn *txn, void *arg)
+{
+    alias_arg *a = arg;
+    MDB_val k = key_of(a->key), v = key_of(a->id);
+    return mdb_put(txn, s->proposals, &k, &v, 0);
+}
+
+int trust_store_proposal_put(trust_store *s, const char *key, const char *id)
+{
+    if (!valid_id(key) || !valid_id(id)) {
+        return BG_ERR_INVAL;
+    }
+    alias_arg a = {key, id};
+    return write_txn(s, do_alias, &a);
+}
+
+int trust_store_proposal_get(trust_store *s, const char *key, char *id)
+{
+    if (!valid_id(key)) {
+        return BG_ERR_INVAL;
+    }
+    pthread_rwlock_rdlock(&s->grow);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0) {
+        MDB_val k = key_of(key), v;
+        rc = mdb_get(txn, s->proposals, &k, &v);
+        if (rc == 0 && v.mv_size == TRUST_STORE_ID_LEN) {
+            memcpy(id, v.mv_data, TRUST_STORE_ID_LEN);
+            id[TRUST_STORE_ID_LEN] = 0;
+        } else if (rc == 0) {
+            rc = MDB_CORRUPTED;
+        }
+        mdb_txn_abort(txn);
+    }
+    pthread_rwlock_unlock(&s->grow);
+    return rc == 0 ? 0 : mdb_err(rc);
 }
 
 int trust_store_list(trust_store *s, const char *requester,

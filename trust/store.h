@@ -85,6 +85,13 @@ typedef struct trust_store_consume_req {
 int trust_store_consume_batch(trust_store *s, trust_store_consume_req *reqs, size_t n,
                               int64_t now);
 
+/* Remembers that proposal |key| (TRUST_STORE_ID_LEN hex chars, a digest of the proposal's
+ * terms) led to contract |id|, replacing an earlier one; and reads it back into |id| (65
+ * bytes). Used to answer a repeated proposal with the contract it already has. 0,
+ * BG_ERR_NOTFOUND, BG_ERR_INVAL or BG_ERR_STORE. */
+int trust_store_proposal_put(trust_store *s, const char *key, const char *id);
+int trust_store_proposal_get(trust_store *s, const char *key, char *id);
+
 /* Calls |cb| with the id of each contract of |requester| (index order) until it returns
  * non-zero; the id is valid during the call only. Returns 0 or BG_ERR_STORE. */
 int trust_store_list(trust_store *s, const char *requester,

@@ -77,6 +77,12 @@ def main(t):
             "GET /v1/contracts lists it", r)
     r = gz.get("/v1/contracts/" + cid, cert=gz.client("regulator"))
     t.check(r.status == 404, "another identity does not see it (404)", r)
+    r = propose(gz, ask)
+    t.check(r.status == 200 and (r.json() or {}).get("id") == cid,
+            "repeating the proposal is idempotent: 200 with the same contract", r)
+    agreed = [x for x in hk.access_log_entries() if x.get("route") == "/fed/v1/contracts"
+              and x.get("status") == 201]
+    t.check(len(agreed) == 1, "and hongkong negotiated only once (%d agreements)" % len(agreed))
 
     # refusals, each listing the terms
     r = propose(gz, dict(ask, purpose="炼金术", operations=["统计分析", "占卜"]))
@@ -179,6 +185,9 @@ def main(t):
              key=gz.client("firm")[1], method="DELETE")
     t.check(r.status == 200 and (r.json() or {}).get("state") == "REVOKED",
             "revoking again is idempotent: 200 REVOKED", r)
+    r = propose(gz, ask)
+    t.check(r.status == 201 and (r.json() or {}).get("id") not in (None, cid),
+            "after revocation the same proposal negotiates a new contract (201, new id)", r)
 
 
 def harness_ts(iso):

@@ -279,6 +279,20 @@ static void test_trust_store_consume_batch_in_order(void **state)
     assert_int_equal(reqs[0].result, BG_ERR_CONTRACT_EXPIRED);
 }
 
+static void test_trust_store_proposal_alias(void **state)
+{
+    fx *f = *state;
+    char id[TRUST_STORE_ID_LEN + 1];
+    assert_int_equal(trust_store_proposal_get(f->s, ID_A, id), BG_ERR_NOTFOUND);
+    assert_int_equal(trust_store_proposal_put(f->s, ID_A, ID_B), 0);
+    assert_int_equal(trust_store_proposal_get(f->s, ID_A, id), 0);
+    assert_string_equal(id, ID_B);
+    assert_int_equal(trust_store_proposal_put(f->s, ID_A, ID_A), 0); /* replaced */
+    assert_int_equal(trust_store_proposal_get(f->s, ID_A, id), 0);
+    assert_string_equal(id, ID_A);
+    assert_int_equal(trust_store_proposal_put(f->s, "nothex", ID_A), BG_ERR_INVAL);
+}
+
 static void test_trust_store_open_bad_dir(void **state)
 {
     (void)state;
@@ -301,6 +315,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trust_store_consume_concurrent_exact_budget, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_trust_store_consume_batch_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trust_store_proposal_alias, setup, teardown),
         cmocka_unit_test(test_trust_store_open_bad_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
