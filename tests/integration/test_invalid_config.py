@@ -94,6 +94,30 @@ def main(t):
                     % (what, mode, os.path.basename(p), line if line else "N", rc,
                        ", line %s" % m.group(1) if m else ""), err.strip()[-500:])
 
+    # contract profiles are part of the configuration: a malformed one stops the start
+    pdir = os.path.join(gz_dir, "profiles")
+    os.makedirs(pdir, exist_ok=True)
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "conf", "profiles")
+    for c in ("guangzhou", "shenzhen"):
+        with open(os.path.join(src, c + ".yaml")) as f:
+            text = f.read()
+        if c == "shenzhen":
+            text = text.replace("rules: {min_cell_size: 5", "rules: {min_cell_size: -5")
+        with open(os.path.join(pdir, c + ".yaml"), "w") as f:
+            f.write(text)
+    bad = os.path.join(pdir, "shenzhen.yaml")
+    p = write("with-profiles.yaml", base + "profiles: profiles\n")
+    for mode in ("--check-config", "--config"):
+        rc, out, err = harness.run_baygate([mode, p], timeout=10)
+        m = harness.file_line_re(bad).search(err)
+        t.check(rc == 2 and m is not None and "min_cell_size" in err,
+                "malformed profile: %s -> exit 2 with 'shenzhen.yaml:<line>:' (rc %d)" % (mode, rc),
+                err.strip()[-400:])
+    os.remove(bad)
+    rc, out, err = harness.run_baygate(["--check-config", p], timeout=10)
+    t.check(rc == 2 and "shenzhen" in err, "missing profile of a peer: exit 2 naming it (rc %d)" % rc,
+            err.strip()[-300:])
+
     rc, out, err = harness.run_baygate(["--check-config", os.path.join(gz_dir, "missing.yaml")])
     t.check(rc != 0 and "missing.yaml" in err, "missing file -> non-zero exit naming the file (rc %d)" % rc, err)
 
