@@ -28,6 +28,7 @@
 
 #include "base/bytes.h"
 #include "base/ids.h"
+#include "conf/yaml_int.h"
 
 /* A profile is a few KiB; anything near this is a mistake. */
 #define PROFILE_MAX_FILE_BYTES (256u * 1024u)
@@ -128,98 +129,15 @@ void conf_profile_free(conf_profile *p)
     free(p);
 }
 
-/* ---- load state and messages ---- */
+/* ---- load state ---- */
 
+/* The document being walked and where errors go (|y|), and the profile being built. */
 typedef struct loader {
-    yaml_document_t *doc;
-    const char *name; /* file name for messages */
-    bg_errbuf *eb;
+    conf_yaml y;
     conf_profile *p;
 } loader;
 
-/* Copies at most 48 bytes of |s| into |buf| for a message: printable ASCII as is, other bytes
- * as '?', so one line stays readable whatever the input holds. */
-static const char *show(char *buf, size_t size, const char *s, size_t len)
-{
-    size_t max = size - 4;
-    size_t i;
-    for (i = 0; i < len && i < max; i++) {
-        unsigned char c = (unsigned char)s[i];
-        buf[i] = (c >= 0x20 && c < 0x7f) ? s[i] : '?';
-    }
-    if (i < len) {
-        memcpy(buf + i, "...", 3);
-        i += 3;
-    }
-    buf[i] = 0;
-    return buf;
-}
-
-static unsigned long node_line(const yaml_node_t *n)
-{
-    return n != NULL ? (unsigned long)n->start_mark.line + 1 : 1;
-}
-
-/* Writes "file:line: <message>"; always returns BG_ERR_CONF_INVALID. */
-static int fail_at(loader *l, unsigned long line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail_at(loader *l, unsigned long line, const char *fmt, ...)
-{
-    char what[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    bg_errf(l->eb, BG_ERR_CONF_INVALID, "%s:%lu: %s", l->name, line, what);
-    return BG_ERR_CONF_INVALID;
-}
-
-/* fail_at() at the line of node |n|. */
-static int fail(loader *l, const yaml_node_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(loader *l, const yaml_node_t *n, const char *fmt, ...)
-{
-    char what[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    bg_errf(l->eb, BG_ERR_CONF_INVALID, "%s:%lu: %s", l->name, node_line(n), what);
-    return BG_ERR_CONF_INVALID;
-}
-
-static int nomem(loader *l)
-{
-    bg_errf(l->eb, BG_ERR_NOMEM, "%s: out of memory", l->name);
-    return BG_ERR_NOMEM;
-}
-
 /* ---- typed scalars ---- */
-
-static const char *kind_name(const yaml_node_t *n)
-{
-    switch (n->type) {
-    case YAML_MAPPING_NODE: return "a mapping";
-    case YAML_SEQUENCE_NODE: return "a list";
-    case YAML_SCALAR_NODE: return "a scalar";
-    default: return "nothing";
-    }
-}
-
-static bool is_null(const yaml_node_t *n)
-{
-    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
-        return false;
-    }
-    const char *v = (const char *)n->data.scalar.value;
-    return strcmp(v, "") == 0 || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
-           strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
-}
-
-static const char *scalar(const yaml_node_t *n)
-{
-    return (const char *)n->data.scalar.value;
-}
 
 /* True when |s| (|len| bytes) is well-formed UTF-8 without control characters: terms end up
  * in JSON, logs and signed contracts, where a stray byte would be a different term. */
@@ -273,72 +191,30 @@ static bool is_clean_utf8(const char *s, size_t len)
 static int get_text(loader *l, const yaml_node_t *n, const char *what, size_t max, char **out)
 {
     if (n->type != YAML_SCALAR_NODE) {
-        return fail(l, n, "%s: expected a string, got %s", what, kind_name(n));
+        return conf_yaml_fail(&l->y, n, "%s: expected a string, got %s", what, conf_yaml_kind_name(n));
     }
-    if (is_null(n)) {
-        return fail(l, n, "%s: expected a string, got nothing (null)", what);
+    if (conf_yaml_is_null(n)) {
+        return conf_yaml_fail(&l->y, n, "%s: expected a string, got nothing (null)", what);
     }
     size_t len = n->data.scalar.length;
     if (len == 0) {
-        return fail(l, n, "%s: must not be empty", what);
+        return conf_yaml_fail(&l->y, n, "%s: must not be empty", what);
     }
     if (len > max) {
-        return fail(l, n, "%s: longer than %zu bytes", what, max);
+        return conf_yaml_fail(&l->y, n, "%s: longer than %zu bytes", what, max);
     }
-    if (strlen(scalar(n)) != len || !is_clean_utf8(scalar(n), len)) {
-        return fail(l, n, "%s: must be UTF-8 text without control characters", what);
+    if (strlen(conf_yaml_scalar(n)) != len || !is_clean_utf8(conf_yaml_scalar(n), len)) {
+        return conf_yaml_fail(&l->y, n, "%s: must be UTF-8 text without control characters", what);
     }
-    if (scalar(n)[0] == ' ' || scalar(n)[len - 1] == ' ') {
-        return fail(l, n, "%s: must not start or end with a space", what);
+    if (conf_yaml_scalar(n)[0] == ' ' || conf_yaml_scalar(n)[len - 1] == ' ') {
+        return conf_yaml_fail(&l->y, n, "%s: must not start or end with a space", what);
     }
-    char *s = bg_strndup(scalar(n), len);
+    char *s = bg_strndup(conf_yaml_scalar(n), len);
     if (s == NULL) {
-        return nomem(l);
+        return conf_yaml_nomem(&l->y);
     }
     free(*out);
     *out = s;
-    return 0;
-}
-
-/* A plain decimal integer in [min, max]. */
-static int get_u32(loader *l, const yaml_node_t *n, const char *what, uint32_t min,
-                   uint32_t max, uint32_t *out)
-{
-    char sh[64];
-    if (n->type != YAML_SCALAR_NODE) {
-        return fail(l, n, "%s: expected an integer, got %s", what, kind_name(n));
-    }
-    const char *s = scalar(n);
-    size_t len = n->data.scalar.length;
-    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
-        return fail(l, n, "%s: expected an integer, got the string '%s'", what,
-                    show(sh, sizeof(sh), s, len));
-    }
-    if (len == 0) {
-        return fail(l, n, "%s: expected an integer, got nothing (null)", what);
-    }
-    if (len > 1 && s[0] == '-' && s[1] >= '0' && s[1] <= '9') {
-        return fail(l, n, "%s: must not be negative (allowed: %u..%u)", what, min, max);
-    }
-    if (len > 1 && s[0] == '0') {
-        return fail(l, n, "%s: expected an integer without leading zeros, got '%s'", what,
-                    show(sh, sizeof(sh), s, len));
-    }
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return fail(l, n, "%s: expected an integer, got '%s'", what,
-                        show(sh, sizeof(sh), s, len));
-        }
-        if (v <= UINT32_MAX) {
-            v = v * 10 + (uint64_t)(s[i] - '0');
-        }
-    }
-    if (v < min || v > max) {
-        return fail(l, n, "%s: %s is out of range (allowed: %u..%u)", what,
-                    show(sh, sizeof(sh), s, len), min, max);
-    }
-    *out = (uint32_t)v;
     return 0;
 }
 
@@ -350,10 +226,10 @@ static int get_nonneg_double(loader *l, const yaml_node_t *n, const char *what, 
     char sh[64];
     char buf[64];
     if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
-        is_null(n)) {
-        return fail(l, n, "%s: expected a number", what);
+        conf_yaml_is_null(n)) {
+        return conf_yaml_fail(&l->y, n, "%s: expected a number", what);
     }
-    const char *s = scalar(n);
+    const char *s = conf_yaml_scalar(n);
     size_t len = n->data.scalar.length;
     bool ok = len > 0 && len < sizeof(buf) && s[0] >= '0' && s[0] <= '9';
     for (size_t i = 0; ok && i < len; i++) {
@@ -370,108 +246,14 @@ static int get_nonneg_double(loader *l, const yaml_node_t *n, const char *what, 
         ok = end == buf + len && errno == 0 && isfinite(v);
     }
     if (!ok) {
-        return fail(l, n, "%s: expected a non-negative decimal number, got '%s'", what,
-                    show(sh, sizeof(sh), s, len));
+        return conf_yaml_fail(&l->y, n, "%s: expected a non-negative decimal number, got '%s'", what,
+                    conf_yaml_show(sh, sizeof(sh), s, len));
     }
     if (v < 0 || v > max) {
-        return fail(l, n, "%s: %s is out of range (allowed: 0..%g)", what,
-                    show(sh, sizeof(sh), s, len), max);
+        return conf_yaml_fail(&l->y, n, "%s: %s is out of range (allowed: 0..%g)", what,
+                    conf_yaml_show(sh, sizeof(sh), s, len), max);
     }
     *out = v;
-    return 0;
-}
-
-static int get_bool(loader *l, const yaml_node_t *n, const char *what, bool *out)
-{
-    char sh[64];
-    if (n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-        const char *s = scalar(n);
-        if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 || strcmp(s, "TRUE") == 0) {
-            *out = true;
-            return 0;
-        }
-        if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 || strcmp(s, "FALSE") == 0) {
-            *out = false;
-            return 0;
-        }
-    }
-    if (n->type != YAML_SCALAR_NODE) {
-        return fail(l, n, "%s: expected true or false, got %s", what, kind_name(n));
-    }
-    return fail(l, n, "%s: expected true or false, got '%s'", what,
-                show(sh, sizeof(sh), scalar(n), n->data.scalar.length));
-}
-
-/* ---- mappings and lists ---- */
-
-#define MAX_KEYS 8
-
-/* Every key of |map| must be one of |keys| and appear once; keys[i]'s value lands in vals[i]
- * (NULL when absent). */
-static int map_collect(loader *l, const yaml_node_t *map, const char *ctx,
-                       const char *const *keys, size_t nkeys, yaml_node_t **vals)
-{
-    char sh[64];
-    assert(nkeys <= MAX_KEYS);
-    for (size_t i = 0; i < nkeys; i++) {
-        vals[i] = NULL;
-    }
-    if (map->type != YAML_MAPPING_NODE) {
-        return fail(l, map, "%s: expected a mapping, got %s", ctx,
-                    is_null(map) ? "nothing (null)" : kind_name(map));
-    }
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        yaml_node_t *k = yaml_document_get_node(l->doc, p->key);
-        yaml_node_t *v = yaml_document_get_node(l->doc, p->value);
-        if (k == NULL || v == NULL) {
-            return fail(l, map, "%s: malformed mapping entry", ctx);
-        }
-        if (k->type != YAML_SCALAR_NODE) {
-            return fail(l, k, "%s: keys must be plain strings, got %s", ctx, kind_name(k));
-        }
-        size_t klen = k->data.scalar.length;
-        size_t i;
-        for (i = 0; i < nkeys; i++) {
-            if (strlen(keys[i]) == klen && memcmp(keys[i], scalar(k), klen) == 0) {
-                break;
-            }
-        }
-        const char *where = map == yaml_document_get_root_node(l->doc) ? "at" : "in";
-        if (i == nkeys) {
-            return fail(l, k, "unknown key '%s' %s %s", show(sh, sizeof(sh), scalar(k), klen),
-                        where, ctx);
-        }
-        if (vals[i] != NULL) {
-            return fail(l, k, "duplicate key '%s' %s %s", keys[i], where, ctx);
-        }
-        vals[i] = v;
-    }
-    return 0;
-}
-
-/* The items of list |n|, |min|..|max| of them; null counts as empty when |min| is 0. */
-static int seq_items(loader *l, const yaml_node_t *n, const char *what, size_t min, size_t max,
-                     yaml_node_item_t **items, size_t *count)
-{
-    if (n->type != YAML_SEQUENCE_NODE) {
-        if (is_null(n) && min == 0) {
-            *items = NULL;
-            *count = 0;
-            return 0;
-        }
-        return fail(l, n, "%s: expected a list, got %s", what,
-                    is_null(n) ? "nothing (null)" : kind_name(n));
-    }
-    size_t c = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-    if (c < min) {
-        return fail(l, n, "%s: at least %zu entr%s required", what, min, min == 1 ? "y" : "ies");
-    }
-    if (c > max) {
-        return fail(l, n, "%s: at most %zu entries allowed, got %zu", what, max, c);
-    }
-    *items = n->data.sequence.items.start;
-    *count = c;
     return 0;
 }
 
@@ -504,11 +286,11 @@ static int get_canon_list(loader *l, const yaml_node_t *n, const char *what,
     char iw[96];
     yaml_node_item_t *items = NULL;
     size_t count;
-    bool single = n->type == YAML_SCALAR_NODE && !is_null(n);
+    bool single = n->type == YAML_SCALAR_NODE && !conf_yaml_is_null(n);
     int rv;
     if (single) {
         count = 1;
-    } else if ((rv = seq_items(l, n, what, min, PROFILE_MAX_CANON, &items, &count)) != 0) {
+    } else if ((rv = conf_yaml_seq_items(&l->y, n, what, min, PROFILE_MAX_CANON, &items, &count)) != 0) {
         return rv;
     }
     if (count == 0) {
@@ -516,25 +298,25 @@ static int get_canon_list(loader *l, const yaml_node_t *n, const char *what,
     }
     char **v = calloc(count, sizeof(*v));
     if (v == NULL) {
-        return nomem(l);
+        return conf_yaml_nomem(&l->y);
     }
     for (size_t i = 0; i < count; i++) {
-        const yaml_node_t *e = single ? n : yaml_document_get_node(l->doc, items[i]);
+        const yaml_node_t *e = single ? n : conf_yaml_item(&l->y, items, i);
         snprintf(iw, sizeof(iw), "%s[%zu]", what, i);
         if (e == NULL) {
-            rv = fail(l, n, "%s: malformed list entry", iw);
+            rv = conf_yaml_fail(&l->y, n, "%s: malformed list entry", iw);
             goto fail_free;
         }
         if ((rv = get_text(l, e, iw, PROFILE_MAX_TEXT, &v[i])) != 0) {
             goto fail_free;
         }
         if (!conf_canon_is_known(kind, v[i])) {
-            rv = fail(l, e, "%s: '%s' is not a canonical %s (see docs/contracts.md)", iw,
-                      show(sh, sizeof(sh), v[i], strlen(v[i])), canon_kind_name(kind));
+            rv = conf_yaml_fail(&l->y, e, "%s: '%s' is not a canonical %s (see docs/contracts.md)", iw,
+                      conf_yaml_show(sh, sizeof(sh), v[i], strlen(v[i])), canon_kind_name(kind));
             goto fail_free;
         }
         if (strv_has(v, i, v[i])) {
-            rv = fail(l, e, "%s: '%s' is listed twice", iw, v[i]);
+            rv = conf_yaml_fail(&l->y, e, "%s: '%s' is listed twice", iw, v[i]);
             goto fail_free;
         }
     }
@@ -566,7 +348,7 @@ static int load_terms(loader *l, const yaml_node_t *n, const char *section, conf
     size_t count;
     char what[96];
     char sh[64];
-    int rv = seq_items(l, n, section, 1, PROFILE_MAX_TERMS, &items, &count);
+    int rv = conf_yaml_seq_items(&l->y, n, section, 1, PROFILE_MAX_TERMS, &items, &count);
     if (rv != 0) {
         return rv;
     }
@@ -574,24 +356,24 @@ static int load_terms(loader *l, const yaml_node_t *n, const char *section, conf
      * conf_profile_free() (entries are zeroed by calloc). */
     *out = calloc(count, sizeof(**out));
     if (*out == NULL) {
-        return nomem(l);
+        return conf_yaml_nomem(&l->y);
     }
     *nout = count;
     for (size_t i = 0; i < count; i++) {
         conf_term *t = &(*out)[i];
-        const yaml_node_t *e = yaml_document_get_node(l->doc, items[i]);
+        const yaml_node_t *e = conf_yaml_item(&l->y, items, i);
         snprintf(what, sizeof(what), "%s[%zu]", section, i);
         if (e == NULL) {
-            return fail(l, n, "%s: malformed list entry", what);
+            return conf_yaml_fail(&l->y, n, "%s: malformed list entry", what);
         }
-        if ((rv = map_collect(l, e, what, keys, T_COUNT, v)) != 0) {
+        if ((rv = conf_yaml_map_collect(&l->y, e, what, keys, T_COUNT, v)) != 0) {
             return rv;
         }
         if (v[T_TERM] == NULL) {
-            return fail(l, e, "%s: missing required key 'term'", what);
+            return conf_yaml_fail(&l->y, e, "%s: missing required key 'term'", what);
         }
         if (v[T_CANONICAL] == NULL) {
-            return fail(l, e, "%s: missing required key 'canonical'", what);
+            return conf_yaml_fail(&l->y, e, "%s: missing required key 'canonical'", what);
         }
         snprintf(what, sizeof(what), "%s[%zu].term", section, i);
         if ((rv = get_text(l, v[T_TERM], what, PROFILE_MAX_TEXT, &t->term)) != 0) {
@@ -599,8 +381,8 @@ static int load_terms(loader *l, const yaml_node_t *n, const char *section, conf
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp((*out)[j].term, t->term) == 0) {
-                return fail(l, v[T_TERM], "%s: duplicate term '%s' (%s[%zu])", what,
-                            show(sh, sizeof(sh), t->term, strlen(t->term)), section, j);
+                return conf_yaml_fail(&l->y, v[T_TERM], "%s: duplicate term '%s' (%s[%zu])", what,
+                            conf_yaml_show(sh, sizeof(sh), t->term, strlen(t->term)), section, j);
             }
         }
         snprintf(what, sizeof(what), "%s[%zu].canonical", section, i);
@@ -609,14 +391,14 @@ static int load_terms(loader *l, const yaml_node_t *n, const char *section, conf
             return rv;
         }
         if (kind == CONF_CANON_LEGAL_BASIS && t->ncanonical != 1) {
-            return fail(l, v[T_CANONICAL],
+            return conf_yaml_fail(&l->y, v[T_CANONICAL],
                         "%s: a legal basis term must map to exactly one canonical legal basis",
                         what);
         }
         if (v[T_REQUIRES] != NULL) {
             snprintf(what, sizeof(what), "%s[%zu].requires_legal_basis", section, i);
             if (kind != CONF_CANON_PURPOSE) {
-                return fail(l, v[T_REQUIRES], "%s: only purposes can require a legal basis",
+                return conf_yaml_fail(&l->y, v[T_REQUIRES], "%s: only purposes can require a legal basis",
                             what);
             }
             if ((rv = get_canon_list(l, v[T_REQUIRES], what, CONF_CANON_LEGAL_BASIS, 0,
@@ -646,7 +428,7 @@ static int load_rules(loader *l, const yaml_node_t *n)
     };
     yaml_node_t *v[R_COUNT];
     conf_profile *p = l->p;
-    int rv = map_collect(l, n, "rules", keys, R_COUNT, v);
+    int rv = conf_yaml_map_collect(&l->y, n, "rules", keys, R_COUNT, v);
     if (rv != 0) {
         return rv;
     }
@@ -655,17 +437,17 @@ static int load_rules(loader *l, const yaml_node_t *n)
     static const int required[] = {R_K, R_DAYS, R_TRAINING};
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         if (v[required[i]] == NULL) {
-            return fail(l, n, "rules: missing required key '%s'", keys[required[i]]);
+            return conf_yaml_fail(&l->y, n, "rules: missing required key '%s'", keys[required[i]]);
         }
     }
-    if ((rv = get_u32(l, v[R_K], "rules.min_cell_size", 1, 1000000, &p->min_cell_size)) != 0 ||
-        (rv = get_u32(l, v[R_DAYS], "rules.max_duration_days", 1, PROFILE_MAX_DAYS,
+    if ((rv = conf_yaml_get_u32(&l->y, v[R_K], "rules.min_cell_size", 1, 1000000, &p->min_cell_size)) != 0 ||
+        (rv = conf_yaml_get_u32(&l->y, v[R_DAYS], "rules.max_duration_days", 1, PROFILE_MAX_DAYS,
                       &p->max_duration_days)) != 0 ||
-        (rv = get_bool(l, v[R_TRAINING], "rules.model_training", &p->model_training)) != 0) {
+        (rv = conf_yaml_get_bool(&l->y, v[R_TRAINING], "rules.model_training", &p->model_training)) != 0) {
         return rv;
     }
     if (v[R_QUERIES] != NULL &&
-        (rv = get_u32(l, v[R_QUERIES], "rules.max_queries", 0, UINT32_MAX, &p->max_queries)) !=
+        (rv = conf_yaml_get_u32(&l->y, v[R_QUERIES], "rules.max_queries", 0, UINT32_MAX, &p->max_queries)) !=
             0) {
         return rv;
     }
@@ -720,10 +502,10 @@ static int check_consistency(loader *l, yaml_node_t *const *v)
     yaml_node_item_t *items = v[K_PURPOSES]->data.sequence.items.start;
     for (size_t i = 0; i < p->npurposes; i++) {
         const conf_term *t = &p->purposes[i];
-        const yaml_node_t *e = yaml_document_get_node(l->doc, items[i]);
+        const yaml_node_t *e = conf_yaml_item(&l->y, items, i);
         for (size_t j = 0; j < t->ncanonical; j++) {
             if (strv_has(p->forbidden_purposes, p->nforbidden, t->canonical[j])) {
-                return fail(l, e,
+                return conf_yaml_fail(&l->y, e,
                             "purposes[%zu]: '%s' is also in forbidden_purposes; a city cannot "
                             "both offer and forbid a purpose",
                             i, t->canonical[j]);
@@ -736,7 +518,7 @@ static int check_consistency(loader *l, yaml_node_t *const *v)
                 found = strcmp(p->legal_bases[k].canonical[0], t->requires_legal_basis[j]) == 0;
             }
             if (!found) {
-                return fail(l, e,
+                return conf_yaml_fail(&l->y, e,
                             "purposes[%zu].requires_legal_basis: '%s' has no term in "
                             "legal_bases",
                             i, t->requires_legal_basis[j]);
@@ -764,32 +546,32 @@ static int load_root(loader *l, const yaml_node_t *root)
     int rv;
 
     if (root->type != YAML_MAPPING_NODE) {
-        return fail(l, root, "the top level must be a mapping (city:, language:, law:, ...), got %s",
-                    is_null(root) ? "nothing" : kind_name(root));
+        return conf_yaml_fail(&l->y, root, "the top level must be a mapping (city:, language:, law:, ...), got %s",
+                    conf_yaml_is_null(root) ? "nothing" : conf_yaml_kind_name(root));
     }
-    if ((rv = map_collect(l, root, "the top level", keys, K_COUNT, v)) != 0) {
+    if ((rv = conf_yaml_map_collect(&l->y, root, "the top level", keys, K_COUNT, v)) != 0) {
         return rv;
     }
     static const int required[] = {K_CITY,       K_LANGUAGE,    K_LAW,  K_PURPOSES,
                                    K_OPERATIONS, K_LEGAL_BASES, K_RULES};
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         if (v[required[i]] == NULL) {
-            return fail(l, root, "missing required key '%s'", keys[required[i]]);
+            return conf_yaml_fail(&l->y, root, "missing required key '%s'", keys[required[i]]);
         }
     }
     if ((rv = get_text(l, v[K_CITY], "city", PROFILE_MAX_TEXT, &p->city)) != 0) {
         return rv;
     }
     if (!bg_city_id_valid(p->city, strlen(p->city))) {
-        return fail(l, v[K_CITY], "city: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})",
-                    show(sh, sizeof(sh), p->city, strlen(p->city)));
+        return conf_yaml_fail(&l->y, v[K_CITY], "city: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})",
+                    conf_yaml_show(sh, sizeof(sh), p->city, strlen(p->city)));
     }
     if ((rv = get_text(l, v[K_LANGUAGE], "language", PROFILE_MAX_TEXT, &p->language)) != 0) {
         return rv;
     }
     if (!is_language_tag(p->language)) {
-        return fail(l, v[K_LANGUAGE], "language: '%s' is not a BCP 47 tag like zh-Hans-CN",
-                    show(sh, sizeof(sh), p->language, strlen(p->language)));
+        return conf_yaml_fail(&l->y, v[K_LANGUAGE], "language: '%s' is not a BCP 47 tag like zh-Hans-CN",
+                    conf_yaml_show(sh, sizeof(sh), p->language, strlen(p->language)));
     }
     if ((rv = get_text(l, v[K_LAW], "law", PROFILE_MAX_TEXT, &p->law)) != 0 ||
         (rv = load_terms(l, v[K_PURPOSES], "purposes", CONF_CANON_PURPOSE, &p->purposes,
@@ -813,112 +595,6 @@ static int load_root(loader *l, const yaml_node_t *root)
 
 /* ---- YAML front end ---- */
 
-static unsigned long offset_line(const uint8_t *data, size_t len, size_t offset)
-{
-    unsigned long line = 1;
-    for (size_t i = 0; i < offset && i < len; i++) {
-        line += data[i] == '\n';
-    }
-    return line;
-}
-
-static int syntax_error(loader *l, const yaml_parser_t *p, const uint8_t *data, size_t len)
-{
-    if (p->error == YAML_MEMORY_ERROR) {
-        return nomem(l);
-    }
-    unsigned long line = p->error == YAML_READER_ERROR
-                             ? offset_line(data, len, p->problem_offset)
-                             : (unsigned long)p->problem_mark.line + 1;
-    const char *problem = p->problem != NULL ? p->problem : "malformed document";
-    if (p->context != NULL) {
-        return fail_at(l, line, "YAML syntax error: %s (%s started at line %lu)", problem,
-                       p->context, (unsigned long)p->context_mark.line + 1);
-    }
-    return fail_at(l, line, "YAML syntax error: %s", problem);
-}
-
-/* First pass over the events: rejects aliases (billion-laughs), anchors, tags, several
- * documents and deep nesting before any tree is built. */
-static int check_events(loader *l, const uint8_t *data, size_t len)
-{
-    yaml_parser_t yp;
-    yaml_event_t ev;
-    int depth = 0;
-    int ndocs = 0;
-    int rv = 0;
-    char sh[64];
-    if (!yaml_parser_initialize(&yp)) {
-        return nomem(l);
-    }
-    yaml_parser_set_input_string(&yp, data, len);
-    for (;;) {
-        if (!yaml_parser_parse(&yp, &ev)) {
-            rv = syntax_error(l, &yp, data, len);
-            break;
-        }
-        unsigned long line = (unsigned long)ev.start_mark.line + 1;
-        const yaml_char_t *anchor = NULL;
-        const yaml_char_t *tag = NULL;
-        bool done = false;
-        switch (ev.type) {
-        case YAML_STREAM_END_EVENT:
-            done = true;
-            break;
-        case YAML_DOCUMENT_START_EVENT:
-            if (++ndocs > 1) {
-                rv = fail_at(l, line, "only one YAML document is allowed");
-            }
-            break;
-        case YAML_ALIAS_EVENT:
-            rv = fail_at(l, line, "YAML aliases (*%s) are not supported; write the value out",
-                         show(sh, sizeof(sh), (const char *)ev.data.alias.anchor,
-                              strlen((const char *)ev.data.alias.anchor)));
-            break;
-        case YAML_SCALAR_EVENT:
-            anchor = ev.data.scalar.anchor;
-            tag = ev.data.scalar.tag;
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-            anchor = ev.data.sequence_start.anchor;
-            tag = ev.data.sequence_start.tag;
-            depth++;
-            break;
-        case YAML_MAPPING_START_EVENT:
-            anchor = ev.data.mapping_start.anchor;
-            tag = ev.data.mapping_start.tag;
-            depth++;
-            break;
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            depth--;
-            break;
-        default:
-            break;
-        }
-        if (rv == 0 && anchor != NULL) {
-            rv = fail_at(l, line, "YAML anchors (&%s) are not supported",
-                         show(sh, sizeof(sh), (const char *)anchor, strlen((const char *)anchor)));
-        }
-        if (rv == 0 && tag != NULL) {
-            rv = fail_at(l, line, "YAML tags (%s) are not supported",
-                         show(sh, sizeof(sh), (const char *)tag, strlen((const char *)tag)));
-        }
-        if (rv == 0 && depth > PROFILE_MAX_DEPTH) {
-            rv = fail_at(l, line, "nesting too deep (more than %d levels)", PROFILE_MAX_DEPTH);
-        }
-        yaml_event_delete(&ev);
-        if (rv != 0 || done) {
-            break;
-        }
-    }
-    if (rv == 0 && ndocs == 0) {
-        rv = fail_at(l, 1, "empty document (expected city:, language:, law:, purposes:, ...)");
-    }
-    yaml_parser_delete(&yp);
-    return rv;
-}
-
 int conf_profile_load_buffer(conf_profile **out, const char *name, const uint8_t *data,
                              size_t len, bg_errbuf *eb)
 {
@@ -941,7 +617,7 @@ int conf_profile_load_buffer(conf_profile **out, const char *name, const uint8_t
         return rv;
     }
     if (!yaml_parser_initialize(&parser)) {
-        return nomem(&l);
+        return conf_yaml_nomem(&l.y);
     }
     yaml_parser_set_input_string(&parser, data, len);
     if (!yaml_parser_load(&parser, &doc)) {
@@ -956,11 +632,11 @@ int conf_profile_load_buffer(conf_profile **out, const char *name, const uint8_t
     }
     l.p = calloc(1, sizeof(*l.p));
     if (l.p == NULL) {
-        rv = nomem(&l);
+        rv = conf_yaml_nomem(&l.y);
         goto fail_doc;
     }
     if ((l.p->path = bg_strndup(l.name, strlen(l.name))) == NULL) {
-        rv = nomem(&l);
+        rv = conf_yaml_nomem(&l.y);
         goto fail_profile;
     }
     if ((rv = load_root(&l, root)) != 0) {
@@ -1048,7 +724,7 @@ int conf_profiles_load_dir(conf_profile **out, const char *dir, const char *cons
         /* The city id becomes a file name: its syntax also rules out "../" and "/". */
         if (city == NULL || !bg_city_id_valid(city, strlen(city))) {
             rv = bg_errf(eb, BG_ERR_CONF_INVALID, "%s: '%s' is not a valid city id", dir,
-                         city == NULL ? "(null)" : show(sh, sizeof(sh), city, strlen(city)));
+                         city == NULL ? "(null)" : conf_yaml_show(sh, sizeof(sh), city, strlen(city)));
             goto fail_free;
         }
         bg_buf path;
