@@ -5,12 +5,8 @@
 #include "conf/conf.h"
 
 #include <arpa/inet.h>
-#include <assert.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,7 +273,8 @@ const conf_peer *conf_gateway_find_peer(const conf_gateway *cfg, const char *nam
 static int get_str(loader *l, const yaml_node_t *n, const char *what, char **out)
 {
     if (n->type != YAML_SCALAR_NODE) {
-        return conf_yaml_fail(&l->y, n, "%s: expected a string, got %s", what, conf_yaml_kind_name(n));
+        return conf_yaml_fail(&l->y, n, "%s: expected a string, got %s", what,
+                              conf_yaml_kind_name(n));
     }
     if (conf_yaml_is_null(n)) {
         return conf_yaml_fail(&l->y, n, "%s: expected a string, got nothing (null)", what);
@@ -450,8 +447,8 @@ static int load_listeners(loader *l, const yaml_node_t *n)
             return rv;
         }
         if (!li->tls && !li->local) {
-            return conf_yaml_fail(&l->y, v[1], "listeners[%zu]: tls: false (cleartext h2c) requires local: true",
-                        i);
+            return conf_yaml_fail(
+                &l->y, v[1], "listeners[%zu]: tls: false (cleartext h2c) requires local: true", i);
         }
         if (!li->tls && !is_loopback(li->host)) {
             return conf_yaml_fail(&l->y, v[0],
@@ -467,20 +464,23 @@ static int load_listeners(loader *l, const yaml_node_t *n)
                 return rv;
             }
             if (li->tls) {
-                return conf_yaml_fail(&l->y, v[3], "%s: only allowed on a local cleartext listener (tls: false)",
-                            what);
+                return conf_yaml_fail(&l->y, v[3],
+                                      "%s: only allowed on a local cleartext listener (tls: false)",
+                                      what);
             }
             if (!valid_client_identity(li->client_identity)) {
-                return conf_yaml_fail(&l->y, v[3], "%s: '%s' is not spiffe://<city>.gba/<role>/<id>", what,
-                            conf_yaml_show(sh, sizeof(sh), li->client_identity,
-                                 strlen(li->client_identity)));
+                return conf_yaml_fail(&l->y, v[3],
+                                      "%s: '%s' is not spiffe://<city>.gba/<role>/<id>", what,
+                                      conf_yaml_show(sh, sizeof(sh), li->client_identity,
+                                                     strlen(li->client_identity)));
             }
         }
         for (size_t j = 0; j < i; j++) {
             if (cfg->listeners[j].port == li->port && same_host(cfg->listeners[j].host, li->host)) {
-                return conf_yaml_fail(&l->y, v[0], "listeners[%zu]: duplicate listener address '%s' (see line %lu)",
-                            i, conf_yaml_show(sh, sizeof(sh), li->address, strlen(li->address)),
-                            conf_yaml_node_line(conf_yaml_item(&l->y, items, j)));
+                return conf_yaml_fail(
+                    &l->y, v[0], "listeners[%zu]: duplicate listener address '%s' (see line %lu)",
+                    i, conf_yaml_show(sh, sizeof(sh), li->address, strlen(li->address)),
+                    conf_yaml_node_line(conf_yaml_item(&l->y, items, j)));
             }
         }
     }
@@ -545,17 +545,19 @@ static int load_peers(loader *l, const yaml_node_t *n)
             return rv;
         }
         if (!is_city_id(p->name)) {
-            return conf_yaml_fail(&l->y, v[0], "%s: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})", what,
-                        conf_yaml_show(sh, sizeof(sh), p->name, strlen(p->name)));
+            return conf_yaml_fail(&l->y, v[0],
+                                  "%s: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})", what,
+                                  conf_yaml_show(sh, sizeof(sh), p->name, strlen(p->name)));
         }
         if (strcmp(p->name, cfg->city) == 0) {
-            return conf_yaml_fail(&l->y, v[0], "%s: a peer cannot be this gateway's own city '%s'", what,
-                        cfg->city);
+            return conf_yaml_fail(&l->y, v[0], "%s: a peer cannot be this gateway's own city '%s'",
+                                  what, cfg->city);
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(cfg->peers[j].name, p->name) == 0) {
-                return conf_yaml_fail(&l->y, v[0], "%s: duplicate peer name '%s' (see line %lu)", what,
-                            p->name, conf_yaml_node_line(conf_yaml_item(&l->y, items, j)));
+                return conf_yaml_fail(&l->y, v[0], "%s: duplicate peer name '%s' (see line %lu)",
+                                      what, p->name,
+                                      conf_yaml_node_line(conf_yaml_item(&l->y, items, j)));
             }
         }
         char expect[128];
@@ -566,8 +568,9 @@ static int load_peers(loader *l, const yaml_node_t *n)
                 return rv;
             }
             if (strcmp(p->spiffe_id, expect) != 0) {
-                return conf_yaml_fail(&l->y, v[1], "%s: '%s' must be '%s' (spiffe://<name>.gba/gateway)", what,
-                            conf_yaml_show(sh, sizeof(sh), p->spiffe_id, strlen(p->spiffe_id)), expect);
+                return conf_yaml_fail(
+                    &l->y, v[1], "%s: '%s' must be '%s' (spiffe://<name>.gba/gateway)", what,
+                    conf_yaml_show(sh, sizeof(sh), p->spiffe_id, strlen(p->spiffe_id)), expect);
             }
         } else {
             p->spiffe_id = bg_strndup(expect, strlen(expect));
@@ -578,7 +581,8 @@ static int load_peers(loader *l, const yaml_node_t *n)
         yaml_node_item_t *uitems;
         size_t ucount;
         snprintf(what, sizeof(what), "peers[%zu].urls", i);
-        if ((rv = conf_yaml_seq_items(&l->y, v[2], what, 1, CONF_MAX_URLS, &uitems, &ucount)) != 0) {
+        if ((rv = conf_yaml_seq_items(&l->y, v[2], what, 1, CONF_MAX_URLS, &uitems, &ucount)) !=
+            0) {
             return rv;
         }
         for (size_t j = 0; j < ucount; j++) {
@@ -641,20 +645,24 @@ static int load_routes(loader *l, const yaml_node_t *n)
             return rv;
         }
         if (!is_city_id(r->city)) {
-            return conf_yaml_fail(&l->y, v[0], "%s: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})", what,
-                        conf_yaml_show(sh, sizeof(sh), r->city, strlen(r->city)));
+            return conf_yaml_fail(&l->y, v[0],
+                                  "%s: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})", what,
+                                  conf_yaml_show(sh, sizeof(sh), r->city, strlen(r->city)));
         }
         if (strcmp(r->city, cfg->city) == 0) {
-            return conf_yaml_fail(&l->y, v[0], "%s: '%s' is this gateway's own city", what, r->city);
+            return conf_yaml_fail(&l->y, v[0], "%s: '%s' is this gateway's own city", what,
+                                  r->city);
         }
         if (conf_gateway_find_peer(cfg, r->city) != NULL) {
-            return conf_yaml_fail(&l->y, v[0], "%s: '%s' is a peer and is reached directly; remove this route",
-                        what, r->city);
+            return conf_yaml_fail(&l->y, v[0],
+                                  "%s: '%s' is a peer and is reached directly; remove this route",
+                                  what, r->city);
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(cfg->routes[j].city, r->city) == 0) {
-                return conf_yaml_fail(&l->y, v[0], "%s: duplicate route for '%s' (see line %lu)", what, r->city,
-                            conf_yaml_node_line(conf_yaml_item(&l->y, items, j)));
+                return conf_yaml_fail(&l->y, v[0], "%s: duplicate route for '%s' (see line %lu)",
+                                      what, r->city,
+                                      conf_yaml_node_line(conf_yaml_item(&l->y, items, j)));
             }
         }
         snprintf(what, sizeof(what), "routes[%zu].via", i);
@@ -746,11 +754,12 @@ static int load_limits(loader *l, const yaml_node_t *n)
         (rv = get_size(l, v[0], "limits.max_body_bytes", 1, GIB, &m->max_body_bytes)) != 0) {
         return rv;
     }
-    if (v[1] != NULL && (rv = conf_yaml_get_u32(&l->y, v[1], "limits.max_hops", 1, 64, &m->max_hops)) != 0) {
+    if (v[1] != NULL &&
+        (rv = conf_yaml_get_u32(&l->y, v[1], "limits.max_hops", 1, 64, &m->max_hops)) != 0) {
         return rv;
     }
-    if (v[2] != NULL && (rv = conf_yaml_get_u32(&l->y, v[2], "limits.max_concurrent_streams", 1, 10000,
-                                      &m->max_concurrent_streams)) != 0) {
+    if (v[2] != NULL && (rv = conf_yaml_get_u32(&l->y, v[2], "limits.max_concurrent_streams", 1,
+                                                10000, &m->max_concurrent_streams)) != 0) {
         return rv;
     }
     if (v[3] != NULL && (rv = conf_yaml_get_u32(&l->y, v[3], "limits.max_connections", 1, 1000000,
@@ -829,9 +838,10 @@ static int load_root(loader *l, const yaml_node_t *root)
     int rv;
 
     if (root->type != YAML_MAPPING_NODE) {
-        return conf_yaml_fail(&l->y, root, "the top level must be a mapping of keys (city:, listeners:, ...), "
-                             "got %s",
-                    conf_yaml_is_null(root) ? "nothing" : conf_yaml_kind_name(root));
+        return conf_yaml_fail(&l->y, root,
+                              "the top level must be a mapping of keys (city:, listeners:, ...), "
+                              "got %s",
+                              conf_yaml_is_null(root) ? "nothing" : conf_yaml_kind_name(root));
     }
     if ((rv = conf_yaml_map_collect(&l->y, root, "the top level", keys, K_COUNT, v)) != 0) {
         return rv;
@@ -848,8 +858,9 @@ static int load_root(loader *l, const yaml_node_t *root)
         return rv;
     }
     if (!is_city_id(cfg->city)) {
-        return conf_yaml_fail(&l->y, v[K_CITY], "city: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})",
-                    conf_yaml_show(sh, sizeof(sh), cfg->city, strlen(cfg->city)));
+        return conf_yaml_fail(&l->y, v[K_CITY],
+                              "city: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})",
+                              conf_yaml_show(sh, sizeof(sh), cfg->city, strlen(cfg->city)));
     }
     if (v[K_WORKERS] != NULL &&
         (rv = conf_yaml_get_u32(&l->y, v[K_WORKERS], "workers", 1, 256, &cfg->workers)) != 0) {
@@ -939,37 +950,25 @@ int conf_gateway_load_buffer(conf_gateway **out, const char *name, const uint8_t
 {
     yaml_parser_t parser;
     yaml_document_t doc;
-    loader l = {.name = name != NULL ? name : "<config>", .eb = eb};
+    yaml_node_t *root;
+    loader l = {.y = {.name = name != NULL ? name : "<config>", .eb = eb}};
     int rv;
 
     if (data == NULL && len > 0) {
-        return bg_errf(eb, BG_ERR_CONF_INVALID, "%s: no data", l.name);
+        return bg_errf(eb, BG_ERR_CONF_INVALID, "%s: no data", l.y.name);
     }
     if (data == NULL) {
         data = (const uint8_t *)"";
     }
-    char *dir = dir_of(l.name);
+    char *dir = dir_of(l.y.name);
     if (dir == NULL) {
         return conf_yaml_nomem(&l.y);
     }
     l.dir = dir;
-    if ((rv = check_events(&l, data, len)) != 0) {
+    if ((rv = conf_yaml_load(&l.y, data, len, CONF_MAX_DEPTH,
+                             "empty document (expected city:, listeners:, tls:, upstream:)",
+                             &parser, &doc, &root)) != 0) {
         goto fail_dir;
-    }
-    if (!yaml_parser_initialize(&parser)) {
-        rv = conf_yaml_nomem(&l.y);
-        goto fail_dir;
-    }
-    yaml_parser_set_input_string(&parser, data, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        rv = syntax_error(&l, &parser, data, len);
-        goto fail_parser;
-    }
-    l.doc = &doc;
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root == NULL) {
-        rv = fail_at(&l, 1, "empty document (expected city:, listeners:, tls:, upstream:)");
-        goto fail_doc;
     }
     l.cfg = calloc(1, sizeof(*l.cfg));
     if (l.cfg == NULL) {
@@ -977,7 +976,7 @@ int conf_gateway_load_buffer(conf_gateway **out, const char *name, const uint8_t
         goto fail_doc;
     }
     set_defaults(l.cfg);
-    if ((l.cfg->path = bg_strndup(l.name, strlen(l.name))) == NULL) {
+    if ((l.cfg->path = bg_strndup(l.y.name, strlen(l.y.name))) == NULL) {
         rv = conf_yaml_nomem(&l.y);
         goto fail_cfg;
     }
@@ -994,7 +993,6 @@ fail_cfg:
     conf_gateway_free(l.cfg);
 fail_doc:
     yaml_document_delete(&doc);
-fail_parser:
     yaml_parser_delete(&parser);
 fail_dir:
     free(dir);
@@ -1003,48 +1001,13 @@ fail_dir:
 
 int conf_gateway_load(conf_gateway **out, const char *path, bg_errbuf *eb)
 {
-    uint8_t *data = NULL;
-    size_t len = 0;
-    size_t cap = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return bg_errf(eb, BG_ERR_CONF_IO, "%s: cannot read: %s", path, strerror(errno));
+    uint8_t *data;
+    size_t len;
+    int rv = conf_yaml_read_file(path, CONF_MAX_FILE_BYTES, CONF_MAX_FILE_BYTES, &data, &len, eb);
+    if (rv != 0) {
+        return rv;
     }
-    for (;;) {
-        if (len == cap) {
-            if (cap >= CONF_MAX_FILE_BYTES) {
-                close(fd);
-                free(data);
-                return bg_errf(eb, BG_ERR_CONF_INVALID, "%s: file larger than %u bytes", path,
-                               CONF_MAX_FILE_BYTES);
-            }
-            size_t ncap = cap == 0 ? 4096 : cap * 2;
-            uint8_t *p = realloc(data, ncap + 1);
-            if (p == NULL) {
-                close(fd);
-                free(data);
-                return bg_errf(eb, BG_ERR_NOMEM, "%s: out of memory", path);
-            }
-            data = p;
-            cap = ncap;
-        }
-        ssize_t n = read(fd, data + len, cap - len);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            int e = errno;
-            close(fd);
-            free(data);
-            return bg_errf(eb, BG_ERR_CONF_IO, "%s: cannot read: %s", path, strerror(e));
-        }
-        if (n == 0) {
-            break;
-        }
-        len += (size_t)n;
-    }
-    close(fd);
-    int rv = conf_gateway_load_buffer(out, path, data, len, eb);
+    rv = conf_gateway_load_buffer(out, path, data, len, eb);
     free(data);
     return rv;
 }

@@ -14,15 +14,11 @@
  *           max_queries: 0.. (optional, 0 = no cap), max_epsilon: 0.. (optional, 0 = no cap)} */
 #include "conf/profile.h"
 
-#include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <yaml.h>
 
@@ -191,7 +187,8 @@ static bool is_clean_utf8(const char *s, size_t len)
 static int get_text(loader *l, const yaml_node_t *n, const char *what, size_t max, char **out)
 {
     if (n->type != YAML_SCALAR_NODE) {
-        return conf_yaml_fail(&l->y, n, "%s: expected a string, got %s", what, conf_yaml_kind_name(n));
+        return conf_yaml_fail(&l->y, n, "%s: expected a string, got %s", what,
+                              conf_yaml_kind_name(n));
     }
     if (conf_yaml_is_null(n)) {
         return conf_yaml_fail(&l->y, n, "%s: expected a string, got nothing (null)", what);
@@ -246,8 +243,8 @@ static int get_nonneg_double(loader *l, const yaml_node_t *n, const char *what, 
         ok = end == buf + len && errno == 0 && isfinite(v);
     }
     if (!ok) {
-        return conf_yaml_fail(&l->y, n, "%s: expected a non-negative decimal number, got '%s'", what,
-                    conf_yaml_show(sh, sizeof(sh), s, len));
+        return conf_yaml_fail(&l->y, n, "%s: expected a non-negative decimal number, got '%s'",
+                              what, conf_yaml_show(sh, sizeof(sh), s, len));
     }
     if (v < 0 || v > max) {
         return conf_yaml_fail(&l->y, n, "%s: %s is out of range (allowed: 0..%g)", what,
@@ -290,7 +287,8 @@ static int get_canon_list(loader *l, const yaml_node_t *n, const char *what,
     int rv;
     if (single) {
         count = 1;
-    } else if ((rv = conf_yaml_seq_items(&l->y, n, what, min, PROFILE_MAX_CANON, &items, &count)) != 0) {
+    } else if ((rv = conf_yaml_seq_items(&l->y, n, what, min, PROFILE_MAX_CANON, &items, &count)) !=
+               0) {
         return rv;
     }
     if (count == 0) {
@@ -311,8 +309,9 @@ static int get_canon_list(loader *l, const yaml_node_t *n, const char *what,
             goto fail_free;
         }
         if (!conf_canon_is_known(kind, v[i])) {
-            rv = conf_yaml_fail(&l->y, e, "%s: '%s' is not a canonical %s (see docs/contracts.md)", iw,
-                      conf_yaml_show(sh, sizeof(sh), v[i], strlen(v[i])), canon_kind_name(kind));
+            rv = conf_yaml_fail(&l->y, e, "%s: '%s' is not a canonical %s (see docs/contracts.md)",
+                                iw, conf_yaml_show(sh, sizeof(sh), v[i], strlen(v[i])),
+                                canon_kind_name(kind));
             goto fail_free;
         }
         if (strv_has(v, i, v[i])) {
@@ -398,8 +397,8 @@ static int load_terms(loader *l, const yaml_node_t *n, const char *section, conf
         if (v[T_REQUIRES] != NULL) {
             snprintf(what, sizeof(what), "%s[%zu].requires_legal_basis", section, i);
             if (kind != CONF_CANON_PURPOSE) {
-                return conf_yaml_fail(&l->y, v[T_REQUIRES], "%s: only purposes can require a legal basis",
-                            what);
+                return conf_yaml_fail(&l->y, v[T_REQUIRES],
+                                      "%s: only purposes can require a legal basis", what);
             }
             if ((rv = get_canon_list(l, v[T_REQUIRES], what, CONF_CANON_LEGAL_BASIS, 0,
                                      &t->requires_legal_basis, &t->nrequires)) != 0) {
@@ -440,15 +439,16 @@ static int load_rules(loader *l, const yaml_node_t *n)
             return conf_yaml_fail(&l->y, n, "rules: missing required key '%s'", keys[required[i]]);
         }
     }
-    if ((rv = conf_yaml_get_u32(&l->y, v[R_K], "rules.min_cell_size", 1, 1000000, &p->min_cell_size)) != 0 ||
+    if ((rv = conf_yaml_get_u32(&l->y, v[R_K], "rules.min_cell_size", 1, 1000000,
+                                &p->min_cell_size)) != 0 ||
         (rv = conf_yaml_get_u32(&l->y, v[R_DAYS], "rules.max_duration_days", 1, PROFILE_MAX_DAYS,
-                      &p->max_duration_days)) != 0 ||
-        (rv = conf_yaml_get_bool(&l->y, v[R_TRAINING], "rules.model_training", &p->model_training)) != 0) {
+                                &p->max_duration_days)) != 0 ||
+        (rv = conf_yaml_get_bool(&l->y, v[R_TRAINING], "rules.model_training",
+                                 &p->model_training)) != 0) {
         return rv;
     }
-    if (v[R_QUERIES] != NULL &&
-        (rv = conf_yaml_get_u32(&l->y, v[R_QUERIES], "rules.max_queries", 0, UINT32_MAX, &p->max_queries)) !=
-            0) {
+    if (v[R_QUERIES] != NULL && (rv = conf_yaml_get_u32(&l->y, v[R_QUERIES], "rules.max_queries", 0,
+                                                        UINT32_MAX, &p->max_queries)) != 0) {
         return rv;
     }
     if (v[R_EPSILON] != NULL &&
@@ -546,8 +546,9 @@ static int load_root(loader *l, const yaml_node_t *root)
     int rv;
 
     if (root->type != YAML_MAPPING_NODE) {
-        return conf_yaml_fail(&l->y, root, "the top level must be a mapping (city:, language:, law:, ...), got %s",
-                    conf_yaml_is_null(root) ? "nothing" : conf_yaml_kind_name(root));
+        return conf_yaml_fail(
+            &l->y, root, "the top level must be a mapping (city:, language:, law:, ...), got %s",
+            conf_yaml_is_null(root) ? "nothing" : conf_yaml_kind_name(root));
     }
     if ((rv = conf_yaml_map_collect(&l->y, root, "the top level", keys, K_COUNT, v)) != 0) {
         return rv;
@@ -563,15 +564,17 @@ static int load_root(loader *l, const yaml_node_t *root)
         return rv;
     }
     if (!bg_city_id_valid(p->city, strlen(p->city))) {
-        return conf_yaml_fail(&l->y, v[K_CITY], "city: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})",
-                    conf_yaml_show(sh, sizeof(sh), p->city, strlen(p->city)));
+        return conf_yaml_fail(&l->y, v[K_CITY],
+                              "city: '%s' is not a valid city id ([a-z][a-z0-9-]{0,62})",
+                              conf_yaml_show(sh, sizeof(sh), p->city, strlen(p->city)));
     }
     if ((rv = get_text(l, v[K_LANGUAGE], "language", PROFILE_MAX_TEXT, &p->language)) != 0) {
         return rv;
     }
     if (!is_language_tag(p->language)) {
-        return conf_yaml_fail(&l->y, v[K_LANGUAGE], "language: '%s' is not a BCP 47 tag like zh-Hans-CN",
-                    conf_yaml_show(sh, sizeof(sh), p->language, strlen(p->language)));
+        return conf_yaml_fail(&l->y, v[K_LANGUAGE],
+                              "language: '%s' is not a BCP 47 tag like zh-Hans-CN",
+                              conf_yaml_show(sh, sizeof(sh), p->language, strlen(p->language)));
     }
     if ((rv = get_text(l, v[K_LAW], "law", PROFILE_MAX_TEXT, &p->law)) != 0 ||
         (rv = load_terms(l, v[K_PURPOSES], "purposes", CONF_CANON_PURPOSE, &p->purposes,
@@ -600,42 +603,31 @@ int conf_profile_load_buffer(conf_profile **out, const char *name, const uint8_t
 {
     yaml_parser_t parser;
     yaml_document_t doc;
-    loader l = {.name = name != NULL ? name : "<profile>", .eb = eb};
+    yaml_node_t *root;
+    loader l = {.y = {.name = name != NULL ? name : "<profile>", .eb = eb}};
     int rv;
 
     if (data == NULL && len > 0) {
-        return bg_errf(eb, BG_ERR_CONF_INVALID, "%s: no data", l.name);
+        return bg_errf(eb, BG_ERR_CONF_INVALID, "%s: no data", l.y.name);
     }
     if (data == NULL) {
         data = (const uint8_t *)"";
     }
     if (len > PROFILE_MAX_FILE_BYTES) {
-        return bg_errf(eb, BG_ERR_CONF_INVALID, "%s: larger than %u bytes", l.name,
+        return bg_errf(eb, BG_ERR_CONF_INVALID, "%s: larger than %u bytes", l.y.name,
                        PROFILE_MAX_FILE_BYTES);
     }
-    if ((rv = check_events(&l, data, len)) != 0) {
+    if ((rv = conf_yaml_load(&l.y, data, len, PROFILE_MAX_DEPTH,
+                             "empty document (expected city:, language:, law:, purposes:, ...)",
+                             &parser, &doc, &root)) != 0) {
         return rv;
-    }
-    if (!yaml_parser_initialize(&parser)) {
-        return conf_yaml_nomem(&l.y);
-    }
-    yaml_parser_set_input_string(&parser, data, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        rv = syntax_error(&l, &parser, data, len);
-        goto fail_parser;
-    }
-    l.doc = &doc;
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root == NULL) {
-        rv = fail_at(&l, 1, "empty document (expected city:, language:, law:, purposes:, ...)");
-        goto fail_doc;
     }
     l.p = calloc(1, sizeof(*l.p));
     if (l.p == NULL) {
         rv = conf_yaml_nomem(&l.y);
         goto fail_doc;
     }
-    if ((l.p->path = bg_strndup(l.name, strlen(l.name))) == NULL) {
+    if ((l.p->path = bg_strndup(l.y.name, strlen(l.y.name))) == NULL) {
         rv = conf_yaml_nomem(&l.y);
         goto fail_profile;
     }
@@ -651,58 +643,25 @@ fail_profile:
     conf_profile_free(l.p);
 fail_doc:
     yaml_document_delete(&doc);
-fail_parser:
     yaml_parser_delete(&parser);
     return rv;
 }
 
 int conf_profile_load(conf_profile **out, const char *path, bg_errbuf *eb)
 {
-    uint8_t *data = NULL;
-    size_t len = 0;
-    size_t cap = 0;
+    uint8_t *data;
+    size_t len;
     if (path == NULL) {
         return bg_errf(eb, BG_ERR_CONF_IO, "profile: no path");
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return bg_errf(eb, BG_ERR_CONF_IO, "%s: cannot read: %s", path, strerror(errno));
+    /* The buffer may grow to twice the limit, so that a file between the limit and that gets
+     * conf_profile_load_buffer()'s "larger than" message; only a file filling it stops here. */
+    int rv = conf_yaml_read_file(path, (size_t)PROFILE_MAX_FILE_BYTES + 1, PROFILE_MAX_FILE_BYTES,
+                                 &data, &len, eb);
+    if (rv != 0) {
+        return rv;
     }
-    for (;;) {
-        if (len == cap) {
-            if (cap > PROFILE_MAX_FILE_BYTES) {
-                close(fd);
-                free(data);
-                return bg_errf(eb, BG_ERR_CONF_INVALID, "%s: file larger than %u bytes", path,
-                               PROFILE_MAX_FILE_BYTES);
-            }
-            size_t ncap = cap == 0 ? 4096 : cap * 2;
-            uint8_t *np = realloc(data, ncap + 1);
-            if (np == NULL) {
-                close(fd);
-                free(data);
-                return bg_errf(eb, BG_ERR_NOMEM, "%s: out of memory", path);
-            }
-            data = np;
-            cap = ncap;
-        }
-        ssize_t n = read(fd, data + len, cap - len);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            int e = errno;
-            close(fd);
-            free(data);
-            return bg_errf(eb, BG_ERR_CONF_IO, "%s: cannot read: %s", path, strerror(e));
-        }
-        if (n == 0) {
-            break;
-        }
-        len += (size_t)n;
-    }
-    close(fd);
-    int rv = conf_profile_load_buffer(out, path, data, len, eb);
+    rv = conf_profile_load_buffer(out, path, data, len, eb);
     free(data);
     return rv;
 }
@@ -724,7 +683,8 @@ int conf_profiles_load_dir(conf_profile **out, const char *dir, const char *cons
         /* The city id becomes a file name: its syntax also rules out "../" and "/". */
         if (city == NULL || !bg_city_id_valid(city, strlen(city))) {
             rv = bg_errf(eb, BG_ERR_CONF_INVALID, "%s: '%s' is not a valid city id", dir,
-                         city == NULL ? "(null)" : conf_yaml_show(sh, sizeof(sh), city, strlen(city)));
+                         city == NULL ? "(null)"
+                                      : conf_yaml_show(sh, sizeof(sh), city, strlen(city)));
             goto fail_free;
         }
         bg_buf path;

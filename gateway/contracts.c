@@ -30,6 +30,28 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
+/* "YYYY-MM-DDTHH:MM:SSZ" -> unix seconds; 0 or -1. */
+static int parse_utc(const char *text, int64_t *out)
+{
+    struct tm tm;
+    int y, mo, d, h, mi, sec;
+    char z = 0, extra = 0;
+    memset(&tm, 0, sizeof(tm));
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%c%c", &y, &mo, &d, &h, &mi, &sec, &z, &extra) != 7 ||
+        z != 'Z' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 ||
+        y < 1970 || h < 0 || mi < 0 || sec < 0) {
+        return -1;
+    }
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
 const conf_profile *gw_profile_of(const gw_server *srv, const char *city)
 {
     for (size_t i = 0; i < srv->nprofiles; i++) {
@@ -465,6 +487,19 @@ static void contracts_propose(gw_stream *s)
     p.legal_basis = json_string_value(json_object_get(root, "legal_basis"));
     json_t *vd = json_object_get(root, "valid_days"), *mq = json_object_get(root, "max_queries");
     json_t *ep = json_object_get(root, "epsilon");
+    /* an end time instead of a number of days: "valid_until": "YYYY-MM-DDTHH:MM:SSZ" */
+    int64_t now = now_s(), until = 0;
+    const char *vu = json_string_value(json_object_get(root, "valid_until"));
+    if (vd == NULL && vu != NULL) {
+        if (parse_utc(vu, &until) != 0 || until <= now || until - now > (int64_t)36500 * DAY) {
+            json_decref(root);
+            gw_stream_error(s, 400, "bad_request", "valid_until must be a future UTC time "
+                                                   "YYYY-MM-DDTHH:MM:SSZ within 100 years");
+            return;
+        }
+        vd = json_integer((until - now + DAY - 1) / DAY);
+        json_object_set_new(root, "valid_days", vd); /* owned by |root| from here */
+    }
     if (p.provider_city == NULL || p.purpose == NULL ||
         json_strings(json_object_get(root, "operations"), ops, TRUST_MAX_OPERATIONS,
                      &p.noperations) != 0 ||
@@ -519,7 +554,7 @@ static void contracts_propose(gw_stream *s)
     trust_contract *req = NULL;
     bg_buf enc;
     bg_buf_init(&enc);
-    if (n == NULL || body_from_canonical(&n->asked, &k, home, now_s()) != 0 ||
+    if (n == NULL || body_from_canonical(&n->asked, &k, home, now) != 0 ||
         (n->asked.nonce = strdup(s->request_id)) == NULL || /* two proposals, two ids */
         trust_contract_new(&req, &n->asked, &eb) != 0 ||
         trust_contract_encode(req, &enc, &eb) != 0) {
@@ -532,6 +567,21 @@ static void contracts_propose(gw_stream *s)
     }
     trust_canonical_dispose(&k);
     trust_contract_free(req);
+    req = NULL;
+    if (until != 0 && until < n->asked.valid_until) {
+        /* the requested end, if sooner than the home rules allow; re-encode the proposal */
+        n->asked.valid_until = until;
+        bg_buf_reset(&enc);
+        if (trust_contract_new(&req, &n->asked, &eb) != 0 ||
+            trust_contract_encode(req, &enc, &eb) != 0) {
+            trust_contract_free(req);
+            bg_buf_dispose(&enc);
+            nego_free(n);
+            gw_stream_error(s, 500, "internal", "cannot build the proposal: %s", eb.msg);
+            return;
+        }
+        trust_contract_free(req);
+    }
     s->ctx = n;
     s->ctx_free = nego_free;
     if (answer_repeat(s, n)) {
@@ -699,7 +749,8 @@ static int body_from_agreement(trust_contract_body *b, const trust_agreement *a,
         return BG_ERR_NOMEM;
     }
     b->valid_from = a->valid_from;
-    b->valid_until = a->valid_until;
+    /* never past what the proposal asked for (an end time may be sooner than whole days) */
+    b->valid_until = a->valid_until < asked->valid_until ? a->valid_until : asked->valid_until;
     b->min_cell_size = a->min_cell_size;
     b->max_queries = a->max_queries;
     b->has_epsilon = a->epsilon > 0;

@@ -165,6 +165,31 @@ def main(t):
             "64 concurrent queries, budget 50: %d x 200, %d x 429 budget_exhausted" % (ok, spent),
             sorted(results))
 
+    # ---- expiry: a contract asked to end in a few seconds is refused by both sides after
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))
+    short = dict(ask, valid_until=end, max_queries=10)
+    del short["valid_days"]
+    r = propose(gz, short)
+    sid = (r.json() or {}).get("id", "")
+    t.check(r.status == 201 and (r.json() or {}).get("effective", {}).get("valid_until") == end,
+            "a contract ending at %s (valid_until instead of valid_days): 201" % end, r)
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": sid})
+    t.check(r.status == 200, "before its end: 200", r)
+    while time.time() < harness_ts(end) + 1.2:
+        time.sleep(0.2)
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": sid})
+    t.check(r.status == 403 and r.error_code() == "contract_expired",
+            "after its end the home refuses: 403 contract_expired", r)
+    r = curl(t, hk.url("/fed/v1/query"), cacert=hk.bundle, cert=scrt, key=skey,
+             data=json.dumps({"dataset": "hongkong/stroke-registry", "operation": "count"}),
+             headers=["x-baygate-hops: guangzhou,shenzhen", "x-baygate-dest: hongkong",
+                      "x-baygate-contract: " + sid,
+                      "x-baygate-requester: spiffe://guangzhou.gba/firm/demo"])
+    t.check(r.status == 403 and r.error_code() == "contract_expired",
+            "and so does the provider: 403 contract_expired", r)
+    r = propose(gz, dict(short, valid_until="2001-01-01T00:00:00Z"))
+    t.check(r.status == 400, "an end time in the past: 400", r)
+
     # ---- revocation: both sides refuse at once
     r = curl(t, gz.url("/v1/contracts/" + cid), cacert=gz.bundle, cert=gz.client("firm")[0],
              key=gz.client("firm")[1], method="DELETE")
