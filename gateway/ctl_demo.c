@@ -874,15 +874,48 @@ static void print_try(const char *dir)
            "curl --http2 --cacert %s/trust-bundle.pem \\\n"
            "  --cert %s/clients/guangzhou-firm.crt --key %s/clients/guangzhou-firm.key \\\n"
            "  https://127.0.0.1:8443/healthz\n"
-           "\n"
-           "# a Hong Kong firm queries a Macau dataset: hongkong -> shenzhen -> guangzhou -> macau\n"
-           "curl -i --http2 --cacert %s/trust-bundle.pem \\\n"
-           "  --cert %s/clients/hongkong-firm.crt --key %s/clients/hongkong-firm.key \\\n"
-           "  -H 'x-request-id: demo-query-1' -H 'content-type: application/json' \\\n"
-           "  -d '{\"dataset\":\"macau/peds-pneumonia-indicators\"}' "
-           "https://127.0.0.1:8445/v1/queries\n"
-           "\n"
-           "# readiness (peer sessions), as Guangzhou's admin; metrics on the local h2c listener\n"
+           "\n",
+           d, d, d);
+    if (profiles_abs[0]) {
+        /* every cross-border query runs under a contract: negotiate one first */
+        printf("# a Hong Kong firm agrees a contract with Macau (in its English terms; Macau holds\n"
+               "# it in Portuguese), then queries: hongkong -> shenzhen -> guangzhou -> macau\n"
+               "ID=$(curl -sS --http2 --cacert %s/trust-bundle.pem \\\n  ", d);
+        printf("--cert %s/clients/hongkong-firm.crt --key %s/clients/hongkong-firm.key", d, d);
+        printf(" \\\n"
+               "  -H 'content-type: application/json' -d '{\"provider\":\"macau\","
+               "\"datasets\":[\"macau/peds-pneumonia-indicators\"],"
+               "\"purpose\":\"scientific research\",\"operations\":[\"counts\"],"
+               "\"legal_basis\":\"prescribed consent\",\"valid_days\":30}' \\\n"
+               "  https://127.0.0.1:8445/v1/contracts | sed 's/.*\"id\":\"\\([0-9a-f]*\\)\".*/\\1/')\n"
+               "curl -i --http2 --cacert %s/trust-bundle.pem \\\n  ", d);
+        printf("--cert %s/clients/hongkong-firm.crt --key %s/clients/hongkong-firm.key", d, d);
+        printf(" \\\n"
+               "  -H 'x-request-id: demo-query-1' -H 'content-type: application/json' \\\n"
+               "  -d '{\"dataset\":\"macau/peds-pneumonia-indicators\",\"operation\":\"count\","
+               "\"contract\":\"'$ID'\"}' https://127.0.0.1:8445/v1/queries\n"
+               "\n"
+               "# a Guangzhou firm proposes a contract for Hong Kong stroke data, in Chinese terms\n"
+               "curl --http2 --cacert %s/trust-bundle.pem \\\n"
+               "  --cert %s/clients/guangzhou-firm.crt --key %s/clients/guangzhou-firm.key \\\n"
+               "  -H 'content-type: application/json' -d '{\"provider\":\"hongkong\","
+               "\"datasets\":[\"hongkong/stroke-registry\"],\"purpose\":\"科研\","
+               "\"operations\":[\"统计分析\"],\"legal_basis\":\"伦理审查批准\","
+               "\"valid_days\":365,\"max_queries\":50}' https://127.0.0.1:8443/v1/contracts\n"
+               "\n",
+               d, d, d);
+    } else {
+        printf("# a Hong Kong firm queries a Macau dataset: hongkong -> shenzhen -> guangzhou -> "
+               "macau\n"
+               "curl -i --http2 --cacert %s/trust-bundle.pem \\\n  ", d);
+        printf("--cert %s/clients/hongkong-firm.crt --key %s/clients/hongkong-firm.key", d, d);
+        printf(" \\\n"
+               "  -H 'x-request-id: demo-query-1' -H 'content-type: application/json' \\\n"
+               "  -d '{\"dataset\":\"macau/peds-pneumonia-indicators\"}' "
+               "https://127.0.0.1:8445/v1/queries\n"
+               "\n");
+    }
+    printf("# readiness (peer sessions), as Guangzhou's admin; metrics on the local h2c listener\n"
            "curl --http2 --cacert %s/trust-bundle.pem \\\n"
            "  --cert %s/clients/guangzhou-admin.crt --key %s/clients/guangzhou-admin.key \\\n"
            "  https://127.0.0.1:8443/readyz\n"
@@ -890,20 +923,10 @@ static void print_try(const char *dir)
            "\n"
            "# follow one request through every city's access log; daemon logs are next to them\n"
            "grep demo-query-1 %s/*/access.log\n"
-           "tail %s/*/baygate.log\n",
-           d, d, d, d, d, d, d, d, d, d, d);
-    if (profiles_abs[0]) {
-        printf("\n"
-               "# a Guangzhou firm proposes a contract for Hong Kong stroke data, in Chinese terms\n"
-               "curl --http2 --cacert %s/trust-bundle.pem \\\n"
-               "  --cert %s/clients/guangzhou-firm.crt --key %s/clients/guangzhou-firm.key \\\n"
-               "  -H 'content-type: application/json' -d '{\"provider\":\"hongkong\","
-               "\"datasets\":[\"hongkong/stroke-registry\"],\"purpose\":\"科研\","
-               "\"operations\":[\"统计分析\"],\"legal_basis\":\"伦理审查批准\","
-               "\"valid_days\":365,\"max_queries\":50}' https://127.0.0.1:8443/v1/contracts\n",
-               d, d, d);
-    }
-    printf("\nPress Ctrl-C to stop all four gateways.\n");
+           "tail %s/*/baygate.log\n"
+           "\n"
+           "Press Ctrl-C to stop all four gateways.\n",
+           d, d, d, d, d);
     fflush(stdout);
 }
 
