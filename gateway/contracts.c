@@ -391,6 +391,9 @@ static int body_from_canonical(trust_contract_body *b, const trust_canonical *k,
                                const conf_profile *home, int64_t now)
 {
     trust_contract_body_init(b);
+    if (k->npurposes == 0) {
+        return BG_ERR_INVAL;
+    }
     if ((b->requester = strdup(k->requester)) == NULL ||
         (b->home_city = strdup(k->home_city)) == NULL ||
         (b->provider_city = strdup(k->provider_city)) == NULL ||
@@ -732,6 +735,9 @@ static int body_from_agreement(trust_contract_body *b, const trust_agreement *a,
                                const trust_contract_body *asked)
 {
     trust_contract_body_init(b);
+    if (a->npurposes == 0) {
+        return BG_ERR_INVAL;
+    }
     if ((b->requester = strdup(a->requester)) == NULL ||
         (b->home_city = strdup(a->home_city)) == NULL ||
         (b->provider_city = strdup(a->provider_city)) == NULL ||
