@@ -574,27 +574,15 @@ static void client_readable(void *owner)
 {
     gw_client *cl = owner;
     gw_worker *w = cl->w;
-    uint8_t buf[32768];
-    for (int budget = GW_IO_READ_BUDGET; cl->h2 != NULL; budget--) {
-        if (budget == 0) {
-            gw_io_yield_read(&cl->io); /* fairness: others get the loop too */
-            break;
-        }
-        ssize_t n = gw_io_read(&cl->io, buf, sizeof(buf));
-        if (n == GW_IO_AGAIN) {
-            break;
-        }
-        if (n == GW_IO_EOF || n == GW_IO_ERROR) {
-            client_drop(cl, n == GW_IO_EOF ? "connection closed by peer" : cl->io.err, false);
-            gw_worker_run_deferred(w);
-            return;
-        }
-        ssize_t r = nghttp2_session_mem_recv(cl->h2, buf, (size_t)n);
-        if (r < 0) {
-            client_drop(cl, nghttp2_strerror((int)r), false);
-            gw_worker_run_deferred(w);
-            return;
-        }
+    bool got;
+    const char *why = NULL;
+    int rv = cl->h2 != NULL ? gw_h2_recv(cl->h2, &cl->io, &got, &why) : 0;
+    if (rv != 0) {
+        char copy[sizeof(cl->io.err)]; /* |why| may point into the io being torn down */
+        bg_strlcpy(copy, rv == GW_H2_EOF ? "connection closed by peer" : why, sizeof(copy));
+        client_drop(cl, copy, false);
+        gw_worker_run_deferred(w);
+        return;
     }
     client_flush(cl);
     gw_worker_run_deferred(w);
@@ -913,12 +901,14 @@ static void start(gw_client *cl, gw_stream *s, const char *path, const char *hop
 {
     gw_client_state st = gw_client_get_state(cl);
     if (st == GW_CLIENT_BACKOFF || cl->npending >= MAX_PENDING) {
-        char msg[300];
         bool busy = st != GW_CLIENT_BACKOFF;
-        snprintf(msg, sizeof(msg), busy ? "too many requests waiting for %s%s%s"
-                                        : "%s %s unavailable: %s",
-                 busy ? cl->name : (cl->peer ? "peer" : "upstream"), busy ? "" : cl->name,
-                 busy ? "" : cl->last_error);
+        char msg[300];
+        if (busy) {
+            snprintf(msg, sizeof(msg), "too many requests waiting for %s", cl->name);
+        } else {
+            snprintf(msg, sizeof(msg), "%s %s unavailable: %s", cl->peer ? "peer" : "upstream",
+                     cl->name, cl->last_error);
+        }
         const char *code = busy ? "overloaded" : unavailable_code(cl);
         if (cb != NULL) {
             cb(s, 0, code, msg, NULL, 0);

@@ -184,6 +184,16 @@ static gw_client *client_for(gw_worker *w, const conf_peer *p)
     return w->peers[(size_t)(p - w->gen->cfg->peers)];
 }
 
+static bool in_list(char *const *v, size_t n, const char *x)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i], x) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The provider's answer must be the proposal, narrowed: never an operation, dataset, day,
  * smaller cell size or extra query the home did not agree to. Returns NULL or what is wrong. */
 static const char *check_narrowed(const trust_contract_body *got, const trust_contract_body *asked)
@@ -201,28 +211,21 @@ static const char *check_narrowed(const trust_contract_body *got, const trust_co
         return "legal basis changed";
     }
     for (size_t i = 0; i < got->noperations; i++) {
-        bool found = false;
-        for (size_t j = 0; j < asked->noperations && !found; j++) {
-            found = strcmp(got->operations[i], asked->operations[j]) == 0;
-        }
-        if (!found) {
+        if (!in_list(asked->operations, asked->noperations, got->operations[i])) {
             return "an operation was added";
         }
     }
     for (size_t i = 0; i < got->ndatasets; i++) {
-        bool found = false;
-        for (size_t j = 0; j < asked->ndatasets && !found; j++) {
-            found = strcmp(got->datasets[i], asked->datasets[j]) == 0;
-        }
-        if (!found) {
+        if (!in_list(asked->datasets, asked->ndatasets, got->datasets[i])) {
             return "a dataset was added";
         }
     }
     if (got->noperations == 0 || got->ndatasets == 0) {
         return "nothing left to agree";
     }
-    if (got->valid_until - got->valid_from > asked->valid_until - asked->valid_from ||
-        got->valid_from < asked->valid_from - 300) {
+    /* the end may not pass the asked end; the start may precede the home's clock only by
+     * a little skew (the provider starts the contract when it agrees) */
+    if (got->valid_until > asked->valid_until || got->valid_from < asked->valid_from - 300) {
         return "validity widened";
     }
     if (got->min_cell_size < asked->min_cell_size) {
@@ -925,16 +928,6 @@ void gw_contracts_fed(gw_stream *s)
 
 /* ---- usage control -------------------------------------------------------------------------- */
 
-static bool in_list(char *const *v, size_t n, const char *x)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(v[i], x) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
 /* Answers the usage-control error for |rv| (from the store) and returns false. */
 static bool refuse(gw_stream *s, int rv, const char *id)
 {
@@ -1037,17 +1030,24 @@ static size_t scope_hash(const char *id)
     return h % SCOPE_SLOTS;
 }
 
-/* The scope of contract |id| whose stored bytes are |b|: from the cache, or decoded into it.
- * NULL on a decode failure or out of memory. Borrowed until the next call on this worker. */
-static const scope *scope_of(gw_worker *w, const char *id, const bg_buf *b)
+/* The cached scope of contract |id|, or NULL. Borrowed until the next call on this worker. */
+static const scope *scope_cached(gw_worker *w, const char *id)
+{
+    if (w->scopes == NULL || strlen(id) != TRUST_CONTRACT_ID_LEN) {
+        return NULL;
+    }
+    const scope *sc = &w->scopes->slot[scope_hash(id)];
+    return strcmp(sc->id, id) == 0 ? sc : NULL;
+}
+
+/* Decodes contract |id|'s stored bytes |b| into the cache; NULL on a decode failure or out of
+ * memory. Borrowed until the next call on this worker. */
+static const scope *scope_load(gw_worker *w, const char *id, const bg_buf *b)
 {
     if (w->scopes == NULL && (w->scopes = calloc(1, sizeof(*w->scopes))) == NULL) {
         return NULL;
     }
     scope *sc = &w->scopes->slot[scope_hash(id)];
-    if (strcmp(sc->id, id) == 0) {
-        return sc;
-    }
     scope_clear(sc);
     trust_contract *c = NULL;
     if (trust_contract_decode(&c, b->data, b->len, NULL) != 0) {
@@ -1067,45 +1067,48 @@ static const scope *scope_of(gw_worker *w, const char *id, const bg_buf *b)
     return sc;
 }
 
-/* The contract |id| of |requester| from the store, checked for the query's scope (not yet
- * for budget). On false it answered. */
-static bool check_scope(gw_stream *s, const char *id, const char *requester, int64_t now)
+/* Checks that contract |id| covers the query's dataset and operation. With |state| (the
+ * home gateway) it also checks, from one LMDB read, that the contract is |requester|'s, in
+ * force and within its validity. Without it (the provider) those checks are left to the
+ * group commit, which makes them atomically with the budget, and a cached scope needs no
+ * store read at all. On false it answered. */
+static bool check_scope(gw_stream *s, const char *id, const char *requester, int64_t now,
+                        bool state)
 {
     gw_worker *w = s->conn->w;
-    gw_server *srv = w->srv;
     char dataset[320], op[64];
     if (!query_scope(s, dataset, sizeof(dataset), op, sizeof(op))) {
         return false;
     }
-    trust_store_meta m;
-    bg_buf b;
-    bg_buf_init(&b);
-    bool cached = w->scopes != NULL && strlen(id) == TRUST_CONTRACT_ID_LEN &&
-                  strcmp(w->scopes->slot[scope_hash(id)].id, id) == 0;
-    int rv = trust_store_get(srv->store, id, &m, cached ? NULL : &b);
-    if (rv == 0 && strcmp(m.requester, requester) != 0) {
-        rv = BG_ERR_IDENTITY;
-    } else if (rv == 0 && m.state != TRUST_STATE_FINALIZED) {
-        rv = m.state == TRUST_STATE_EXPIRED ? BG_ERR_CONTRACT_EXPIRED : BG_ERR_CONTRACT_REVOKED;
-    } else if (rv == 0 && (now < m.valid_from || now >= m.valid_until)) {
-        rv = BG_ERR_CONTRACT_EXPIRED;
-    }
-    const scope *sc = rv == 0 ? scope_of(w, id, &b) : NULL;
-    bg_buf_dispose(&b);
-    if (rv == 0 && sc == NULL) {
-        rv = BG_ERR_STORE;
+    const scope *sc = scope_cached(w, id);
+    int rv = 0;
+    if (state || sc == NULL) {
+        trust_store_meta m;
+        bg_buf b;
+        bg_buf_init(&b);
+        rv = trust_store_get(w->srv->store, id, &m, sc == NULL ? &b : NULL);
+        if (rv == 0 && strcmp(m.requester, requester) != 0) {
+            rv = BG_ERR_IDENTITY;
+        } else if (rv == 0 && state && m.state != TRUST_STATE_FINALIZED) {
+            rv = m.state == TRUST_STATE_EXPIRED ? BG_ERR_CONTRACT_EXPIRED
+                                                : BG_ERR_CONTRACT_REVOKED;
+        } else if (rv == 0 && state && (now < m.valid_from || now >= m.valid_until)) {
+            rv = BG_ERR_CONTRACT_EXPIRED;
+        }
+        if (rv == 0 && sc == NULL && (sc = scope_load(w, id, &b)) == NULL) {
+            rv = BG_ERR_STORE;
+        }
+        bg_buf_dispose(&b);
     }
     if (rv != 0) {
         return refuse(s, rv, id);
     }
-    bool ds_ok = in_list(sc->datasets, sc->ndatasets, dataset);
-    bool op_ok = in_list(sc->operations, sc->noperations, op);
-    if (!ds_ok) {
+    if (!in_list(sc->datasets, sc->ndatasets, dataset)) {
         gw_stream_error(s, 403, "contract_scope", "contract %s does not cover dataset %s", id,
                         dataset);
         return false;
     }
-    if (!op_ok) {
+    if (!in_list(sc->operations, sc->noperations, op)) {
         gw_stream_error(s, 403, "operation_not_permitted",
                         "contract %s does not permit operation %s", id, op);
         return false;
@@ -1171,7 +1174,7 @@ gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
             return GW_ENFORCE_STOP;
         }
         /* home: fail fast; the provider is authoritative and counts the budget */
-        return check_scope(s, s->contract, s->conn->id.spiffe_id, now) ? GW_ENFORCE_GO
+        return check_scope(s, s->contract, s->conn->id.spiffe_id, now, true) ? GW_ENFORCE_GO
                                                                        : GW_ENFORCE_STOP;
     }
     /* provider: the query arrived from a peer on behalf of x-baygate-requester */
@@ -1179,7 +1182,7 @@ gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
         gw_stream_error(s, 403, "contract_required", "federated query without a contract");
         return GW_ENFORCE_STOP;
     }
-    if (!check_scope(s, s->contract, s->requester, now)) {
+    if (!check_scope(s, s->contract, s->requester, now, false)) {
         return GW_ENFORCE_STOP;
     }
     /* the budget: queued for this iteration's group commit */

@@ -221,6 +221,12 @@ struct gw_stream {
  * writable() callback). Returns 0, or BG_ERR_PROTOCOL / BG_ERR_NOMEM / BG_ERR_IO with |*why|
  * set to a static or io-owned description. Never call it from inside an nghttp2 callback. */
 int gw_h2_send(nghttp2_session *h2, gw_io *io, const char **why);
+/* The read side of gw_h2_send(): reads from |io| into |h2| until the socket has nothing more
+ * or GW_IO_READ_BUDGET reads were made (then it yields, see gw_io_yield_read()). Returns 0
+ * (|*got| says whether any byte arrived), GW_H2_EOF, BG_ERR_IO (|*why| = io->err) or
+ * BG_ERR_PROTOCOL (|*why| from nghttp2: the session rejected the input). */
+int gw_h2_recv(nghttp2_session *h2, gw_io *io, bool *got, const char **why);
+#define GW_H2_EOF 1 /* the peer closed the connection */
 /* Schedules a deferred nghttp2 send on |conn| (safe inside any callback). */
 void gw_conn_schedule_flush(gw_conn *conn);
 /* Submits a response with status and an optional JSON |body| (copied). Adds x-request-id

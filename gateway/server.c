@@ -621,6 +621,33 @@ int gw_h2_send(nghttp2_session *h2, gw_io *io, const char **why)
     return 0;
 }
 
+int gw_h2_recv(nghttp2_session *h2, gw_io *io, bool *got, const char **why)
+{
+    uint8_t buf[32768];
+    *got = false;
+    for (int budget = GW_IO_READ_BUDGET; budget > 0; budget--) {
+        ssize_t n = gw_io_read(io, buf, sizeof(buf));
+        if (n == GW_IO_AGAIN) {
+            return 0;
+        }
+        if (n == GW_IO_EOF) {
+            return GW_H2_EOF;
+        }
+        if (n == GW_IO_ERROR) {
+            *why = io->err;
+            return BG_ERR_IO;
+        }
+        *got = true;
+        ssize_t r = nghttp2_session_mem_recv(h2, buf, (size_t)n);
+        if (r < 0) {
+            *why = nghttp2_strerror((int)r);
+            return BG_ERR_PROTOCOL;
+        }
+    }
+    gw_io_yield_read(io); /* fairness: others get the loop too */
+    return 0;
+}
+
 static void conn_run_flush(gw_flushable *f)
 {
     gw_conn *conn = (gw_conn *)(void *)((char *)f - offsetof(gw_conn, fl));
@@ -667,42 +694,30 @@ static void conn_readable(void *owner)
 {
     gw_conn *conn = owner;
     gw_worker *w = conn->w;
-    uint8_t buf[32768];
     bool got = false;
     if (conn->h2 == NULL || conn->closing) {
         conn_flush(conn);
         gw_worker_run_deferred(w);
         return;
     }
-    for (int budget = GW_IO_READ_BUDGET;; budget--) {
-        if (budget == 0) {
-            gw_io_yield_read(&conn->io); /* fairness: others get the loop too */
-            break;
+    const char *why = NULL;
+    int rv = gw_h2_recv(conn->h2, &conn->io, &got, &why);
+    if (rv == GW_H2_EOF || rv == BG_ERR_IO) {
+        if (rv == BG_ERR_IO) {
+            bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"read failed\" err=\"%s\"",
+                   (unsigned long long)conn->conn_id, conn->addr, why);
         }
-        ssize_t n = gw_io_read(&conn->io, buf, sizeof(buf));
-        if (n == GW_IO_AGAIN) {
-            break;
-        }
-        if (n == GW_IO_EOF || n == GW_IO_ERROR) {
-            if (n == GW_IO_ERROR) {
-                bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"read failed\" err=\"%s\"",
-                       (unsigned long long)conn->conn_id, conn->addr, conn->io.err);
-            }
-            gw_conn_free(conn);
-            gw_worker_run_deferred(w);
-            return;
-        }
-        got = true;
-        ssize_t r = nghttp2_session_mem_recv(conn->h2, buf, (size_t)n);
-        if (r < 0) {
-            bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"bad http2 input\" err=\"%s\"",
-                   (unsigned long long)conn->conn_id, conn->addr, nghttp2_strerror((int)r));
-            /* GOAWAY PROTOCOL_ERROR goes out; conn_flush() frees the connection once it is
-             * written (the session then wants neither read nor write). */
-            nghttp2_session_terminate_session(conn->h2, NGHTTP2_PROTOCOL_ERROR);
-            gw_io_stop_reading(&conn->io);
-            break;
-        }
+        gw_conn_free(conn);
+        gw_worker_run_deferred(w);
+        return;
+    }
+    if (rv == BG_ERR_PROTOCOL) {
+        bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"bad http2 input\" err=\"%s\"",
+               (unsigned long long)conn->conn_id, conn->addr, why);
+        /* GOAWAY PROTOCOL_ERROR goes out; conn_flush() frees the connection once it is
+         * written (the session then wants neither read nor write). */
+        nghttp2_session_terminate_session(conn->h2, NGHTTP2_PROTOCOL_ERROR);
+        gw_io_stop_reading(&conn->io);
     }
     if (got && conn->streams != NULL) {
         arm_idle(conn, w->srv->cfg->timeouts.idle_ms);
