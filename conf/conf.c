@@ -247,6 +247,10 @@ void conf_gateway_free(conf_gateway *cfg)
     }
     free(cfg->routes);
     conf_url_dispose(&cfg->upstream.url);
+    for (size_t i = 0; i < cfg->upstream.ndatasets; i++) {
+        free(cfg->upstream.datasets[i]);
+    }
+    free(cfg->upstream.datasets);
     free(cfg->profiles_dir);
     free(cfg->ledger_path);
     free(cfg->access_log);
@@ -679,11 +683,13 @@ static int load_routes(loader *l, const yaml_node_t *n)
 
 static int load_upstream(loader *l, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"url"};
-    yaml_node_t *v[1];
+    static const char *const keys[] = {"url", "rows", "seed", "threads", "datasets",
+                                       "passthrough"};
+    yaml_node_t *v[6];
     char *text = NULL;
     char sh[64];
-    int rv = conf_yaml_map_collect(&l->y, n, "upstream", keys, 1, v);
+    conf_upstream *u = &l->cfg->upstream;
+    int rv = conf_yaml_map_collect(&l->y, n, "upstream", keys, 6, v);
     if (rv != 0) {
         return rv;
     }
@@ -694,9 +700,51 @@ static int load_upstream(loader *l, const yaml_node_t *n)
         return rv;
     }
     if (strcmp(text, "builtin") == 0) {
-        l->cfg->upstream.builtin = true;
+        u->builtin = true;
         free(text);
+        if (v[5] != NULL) {
+            return conf_yaml_fail(&l->y, v[5], "upstream.passthrough is for an external data "
+                                  "space only");
+        }
+        if ((v[1] != NULL && (rv = conf_yaml_get_u32(&l->y, v[1], "upstream.rows", 1000,
+                                                     10000000, &u->rows)) != 0) ||
+            (v[2] != NULL && (rv = conf_yaml_get_uint(&l->y, v[2], "upstream.seed", 0,
+                                                      UINT64_MAX, &u->seed)) != 0) ||
+            (v[3] != NULL && (rv = conf_yaml_get_u32(&l->y, v[3], "upstream.threads", 1, 64,
+                                                     &u->threads)) != 0)) {
+            return rv;
+        }
+        if (v[4] != NULL) {
+            yaml_node_item_t *items;
+            size_t count;
+            if ((rv = conf_yaml_seq_items(&l->y, v[4], "upstream.datasets", 0, 64, &items,
+                                          &count)) != 0) {
+                return rv;
+            }
+            if ((u->datasets = calloc(count + 1, sizeof(char *))) == NULL) {
+                return conf_yaml_nomem(&l->y);
+            }
+            for (size_t i = 0; i < count; i++) {
+                yaml_node_t *it = conf_yaml_item(&l->y, items, i);
+                if ((rv = get_str(l, it, "upstream.datasets[]", &u->datasets[i])) != 0) {
+                    return rv;
+                }
+                u->ndatasets++;
+            }
+        }
         return 0;
+    }
+    if (v[5] != NULL &&
+        (rv = conf_yaml_get_bool(&l->y, v[5], "upstream.passthrough", &u->passthrough)) != 0) {
+        free(text);
+        return rv;
+    }
+    for (size_t i = 1; i < 5; i++) {
+        if (v[i] != NULL) {
+            free(text);
+            return conf_yaml_fail(&l->y, v[i], "upstream.%s is for the embedded data space "
+                                  "(url: builtin) only", keys[i]);
+        }
     }
     const char *why = url_parse(&l->cfg->upstream.url, text, &rv);
     if (rv != 0) {
@@ -791,6 +839,9 @@ static void set_defaults(conf_gateway *cfg)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = ncpu < 1 ? 1u : ncpu > 256 ? 256u : (uint32_t)ncpu;
+    cfg->upstream.rows = 100000;
+    cfg->upstream.seed = 1;
+    cfg->upstream.threads = 2;
     cfg->timeouts.connect_ms = 2000;
     cfg->timeouts.request_ms = 10000;
     cfg->timeouts.ping_interval_ms = 10000;

@@ -42,8 +42,17 @@ typedef struct conf_route {
 } conf_route;
 
 typedef struct conf_upstream {
-    bool builtin; /* "url: builtin": the gateway answers from its built-in responder */
-    conf_url url; /* valid when !builtin */
+    bool builtin; /* "url: builtin": the embedded reference data space (space/data.h) */
+    conf_url url; /* valid when !builtin: an external data space (docs/upstream.md) */
+    bool passthrough; /* external only: relay queries on datasets outside the federation's
+                         schemas to it as opaque requests, with no disclosure control (for
+                         transport tests and private data products); default false */
+    /* embedded data space only: */
+    uint32_t rows;    /* synthetic rows per dataset, 1000..10000000; default 100000 */
+    uint64_t seed;    /* generator seed; default 1 */
+    uint32_t threads; /* query executor threads; default 2 */
+    char **datasets;  /* dataset names this city holds; NULL: the city's default holdings */
+    size_t ndatasets;
 } conf_upstream;
 
 typedef struct conf_timeouts {

@@ -32,6 +32,7 @@ struct gw_cstream {
     size_t body_off;
     int status; /* response head */
     gw_call_cb cb; /* call mode: the response is buffered and handed to |cb|, not relayed */
+    gw_leg *leg;   /* leg mode: buffered like a call, handed to leg->done; NULL once cancelled */
     bg_buf resp;
     /* text last: only the first byte of each is cleared for a new stream */
     char path[64];
@@ -41,6 +42,7 @@ struct gw_cstream {
     char req_type[64];
     char contract[72];
     char requester[256];
+    char deadline[24];
     char content_type[128];
     char content_length[24];
     char route[1024];
@@ -161,6 +163,16 @@ static void cstream_free(gw_cstream *cs)
 /* Fails the inbound side of |cs| with 502 (or a reset when its response already started). */
 static void fail_down(gw_cstream *cs, const char *code, const char *why)
 {
+    if (cs->leg != NULL) {
+        gw_leg *leg = cs->leg;
+        char msg[300];
+        snprintf(msg, sizeof(msg), "%s %s: %s", cs->cl->peer ? "peer" : "upstream", cs->cl->name,
+                 why);
+        cs->leg = NULL;
+        leg->cs = NULL;
+        leg->done(leg, 0, code, msg, NULL, 0);
+        return;
+    }
     gw_stream *s = cs->down;
     if (s == NULL) {
         return;
@@ -333,9 +345,9 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
      * consumes (gw_cstream_consumed), which bounds what we buffer per stream. */
     nghttp2_session_consume_connection(session, len);
     gw_cstream *cs = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (cs != NULL && cs->cb != NULL) {
+    if (cs != NULL && (cs->cb != NULL || cs->leg != NULL)) {
         nghttp2_session_consume_stream(session, stream_id, len);
-        if (cs->resp.len + len > GW_CALL_MAX_RESPONSE) {
+        if (cs->resp.len + len > (cs->leg != NULL ? GW_LEG_MAX_RESPONSE : GW_CALL_MAX_RESPONSE)) {
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream: fails the call */
         }
         return bg_buf_append(&cs->resp, data, len) == 0 ? 0
@@ -361,7 +373,18 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         return 0;
     }
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-    if (cs->down != NULL && cs->cb != NULL) {
+    if (cs->leg != NULL) {
+        if (!cs->eof || error_code != NGHTTP2_NO_ERROR || cs->status < 200) {
+            char why[96];
+            snprintf(why, sizeof(why), "stream reset (%s)", nghttp2_http2_strerror(error_code));
+            fail_down(cs, "bad_gateway", why);
+        } else {
+            gw_leg *leg = cs->leg;
+            cs->leg = NULL;
+            leg->cs = NULL;
+            leg->done(leg, cs->status, cs->content_type, NULL, cs->resp.data, cs->resp.len);
+        }
+    } else if (cs->down != NULL && cs->cb != NULL) {
         if (!cs->eof || error_code != NGHTTP2_NO_ERROR || cs->status < 200) {
             char why[96];
             snprintf(why, sizeof(why), "stream reset (%s)", nghttp2_http2_strerror(error_code));
@@ -426,6 +449,10 @@ static void submit_one(gw_client *cl, gw_cstream *cs)
     }
     if (cs->requester[0]) {
         nghttp2_nv nv = NV("x-baygate-requester", cs->requester);
+        nva[nnv++] = nv;
+    }
+    if (cs->deadline[0]) {
+        nghttp2_nv nv = NV("x-baygate-deadline-ms", cs->deadline);
         nva[nnv++] = nv;
     }
     nghttp2_data_provider prd = {.source = {.ptr = cs}, .read_callback = req_read_cb};
@@ -884,6 +911,7 @@ void gw_client_retire(gw_client *cl)
 
 static void start(gw_client *cl, gw_stream *s, const char *path, const char *hops,
                   gw_call_cb cb, const uint8_t *body, size_t len, const char *ctype);
+static void enqueue(gw_client *cl, gw_cstream *cs, gw_client_state st);
 
 void gw_client_forward(gw_client *cl, gw_stream *s, const char *path, const char *hops)
 {
@@ -921,7 +949,7 @@ static void start(gw_client *cl, gw_stream *s, const char *path, const char *hop
     if (cs != NULL) {
         memset(cs, 0, offsetof(gw_cstream, path));
         cs->content_type[0] = cs->content_length[0] = cs->route[0] = 0;
-        cs->contract[0] = cs->requester[0] = 0;
+        cs->contract[0] = cs->requester[0] = cs->deadline[0] = 0;
     }
     if (cs == NULL) {
         gw_stream_error(s, 500, "internal", "out of memory");
@@ -949,7 +977,18 @@ static void start(gw_client *cl, gw_stream *s, const char *path, const char *hop
     bg_strlcpy(cs->req_type, ctype != NULL ? ctype : s->req_type, sizeof(cs->req_type));
     bg_strlcpy(cs->contract, s->contract, sizeof(cs->contract));
     bg_strlcpy(cs->requester, s->requester, sizeof(cs->requester));
+    if (s->deadline_at_us > 0) {
+        uint64_t now = bg_now_us();
+        uint64_t left = s->deadline_at_us > now ? (s->deadline_at_us - now) / 1000 : 0;
+        bg_fmt_u64(cs->deadline, left > 0 ? left : 1);
+    }
     s->up = cs;
+    enqueue(cl, cs, st);
+}
+
+/* Submits |cs| now when the session is up, else queues it (connecting when idle). */
+static void enqueue(gw_client *cl, gw_cstream *cs, gw_client_state st)
+{
     if (st == GW_CLIENT_CONNECTED && !cl->goaway) {
         submit_one(cl, cs);
         schedule_flush(cl);
@@ -966,6 +1005,56 @@ static void start(gw_client *cl, gw_stream *s, const char *path, const char *hop
     if (st == GW_CLIENT_IDLE) {
         client_connect(cl);
     }
+}
+
+void gw_client_leg(gw_client *cl, gw_leg *leg, const uint8_t *body, size_t len)
+{
+    gw_client_state st = gw_client_get_state(cl);
+    leg->cs = NULL;
+    if (st == GW_CLIENT_BACKOFF || cl->npending >= MAX_PENDING) {
+        char msg[300];
+        bool busy = st != GW_CLIENT_BACKOFF;
+        if (busy) {
+            snprintf(msg, sizeof(msg), "too many requests waiting for %s", cl->name);
+        } else {
+            snprintf(msg, sizeof(msg), "%s %s unavailable: %s", cl->peer ? "peer" : "upstream",
+                     cl->name, cl->last_error);
+        }
+        leg->done(leg, 0, busy ? "overloaded" : unavailable_code(cl), msg, NULL, 0);
+        return;
+    }
+    gw_cstream *cs = calloc(1, sizeof(*cs));
+    if (cs == NULL || (len > 0 && bg_buf_append(&cs->body, body, len) != 0)) {
+        free(cs);
+        leg->done(leg, 0, "internal", "out of memory", NULL, 0);
+        return;
+    }
+    cs->cl = cl;
+    cs->leg = leg;
+    bg_buf_init(&cs->resp);
+    bg_strlcpy(cs->path, leg->path, sizeof(cs->path));
+    bg_strlcpy(cs->request_id, leg->request_id, sizeof(cs->request_id));
+    bg_strlcpy(cs->hops, leg->hops, sizeof(cs->hops));
+    bg_strlcpy(cs->dest, leg->dest, sizeof(cs->dest));
+    bg_strlcpy(cs->req_type, leg->ctype, sizeof(cs->req_type));
+    bg_strlcpy(cs->contract, leg->contract, sizeof(cs->contract));
+    bg_strlcpy(cs->requester, leg->requester, sizeof(cs->requester));
+    if (leg->deadline_ms > 0) {
+        bg_fmt_u64(cs->deadline, leg->deadline_ms);
+    }
+    leg->cs = cs;
+    enqueue(cl, cs, st);
+}
+
+void gw_leg_cancel(gw_leg *leg)
+{
+    gw_cstream *cs = leg->cs;
+    if (cs == NULL) {
+        return;
+    }
+    leg->cs = NULL;
+    cs->leg = NULL;
+    gw_cstream_detach(cs);
 }
 
 void gw_cstream_detach(gw_cstream *cs)

@@ -928,29 +928,49 @@ void gw_contracts_fed(gw_stream *s)
 
 /* ---- usage control -------------------------------------------------------------------------- */
 
+/* The status, code and message of usage-control error |rv| (from the store) for contract
+ * |id|. */
+static void refusal(int rv, const char *id, gw_refusal *out)
+{
+    const char *code = "store_unavailable";
+    int status = 403;
+    switch (rv) {
+    case BG_ERR_NOTFOUND:
+        code = "contract_required";
+        snprintf(out->msg, sizeof(out->msg), "no contract %s in force here", id);
+        break;
+    case BG_ERR_IDENTITY:
+        code = "contract_forbidden";
+        snprintf(out->msg, sizeof(out->msg), "contract %s belongs to another party", id);
+        break;
+    case BG_ERR_CONTRACT_REVOKED:
+        code = "contract_revoked";
+        snprintf(out->msg, sizeof(out->msg), "contract %s is revoked or not in force", id);
+        break;
+    case BG_ERR_CONTRACT_EXPIRED:
+        code = "contract_expired";
+        snprintf(out->msg, sizeof(out->msg), "contract %s is outside its validity", id);
+        break;
+    case BG_ERR_BUDGET_EXHAUSTED:
+        status = 429;
+        code = "budget_exhausted";
+        snprintf(out->msg, sizeof(out->msg), "contract %s has no queries left", id);
+        break;
+    default:
+        status = 503;
+        snprintf(out->msg, sizeof(out->msg), "contract store: %s", bg_strerror(rv));
+        break;
+    }
+    out->status = status;
+    out->code = code;
+}
+
 /* Answers the usage-control error for |rv| (from the store) and returns false. */
 static bool refuse(gw_stream *s, int rv, const char *id)
 {
-    switch (rv) {
-    case BG_ERR_NOTFOUND:
-        gw_stream_error(s, 403, "contract_required", "no contract %s in force here", id);
-        break;
-    case BG_ERR_IDENTITY:
-        gw_stream_error(s, 403, "contract_forbidden", "contract %s belongs to another party", id);
-        break;
-    case BG_ERR_CONTRACT_REVOKED:
-        gw_stream_error(s, 403, "contract_revoked", "contract %s is revoked or not in force", id);
-        break;
-    case BG_ERR_CONTRACT_EXPIRED:
-        gw_stream_error(s, 403, "contract_expired", "contract %s is outside its validity", id);
-        break;
-    case BG_ERR_BUDGET_EXHAUSTED:
-        gw_stream_error(s, 429, "budget_exhausted", "contract %s has no queries left", id);
-        break;
-    default:
-        gw_stream_error(s, 503, "store_unavailable", "contract store: %s", bg_strerror(rv));
-        break;
-    }
+    gw_refusal r;
+    refusal(rv, id, &r);
+    gw_stream_error(s, r.status, r.code, "%s", r.msg);
     return false;
 }
 
@@ -958,7 +978,7 @@ static bool refuse(gw_stream *s, int rv, const char *id)
  * home gateway, from the body at the provider (which routed on a header). */
 static bool query_scope(gw_stream *s, char *dataset, size_t dlen, char *op, size_t olen)
 {
-    if (s->route == GW_ROUTE_QUERIES && s->operation[0] && s->dataset[0]) {
+    if (s->operation[0] && s->dataset[0]) {
         bg_strlcpy(dataset, s->dataset, dlen);
         bg_strlcpy(op, s->operation, olen);
         return true;
@@ -990,6 +1010,9 @@ typedef struct scope {
     size_t ndatasets;
     char **operations;
     size_t noperations;
+    uint32_t k; /* effective minimum cell size */
+    bool has_epsilon;
+    double epsilon;
 } scope;
 
 struct gw_scope_cache {
@@ -1054,6 +1077,9 @@ static const scope *scope_load(gw_worker *w, const char *id, const bg_buf *b)
         return NULL;
     }
     const trust_contract_body *cb = trust_contract_get_body(c);
+    sc->k = cb->min_cell_size;
+    sc->has_epsilon = cb->has_epsilon;
+    sc->epsilon = cb->epsilon;
     int rv = dup_list(&sc->datasets, &sc->ndatasets, cb->datasets, cb->ndatasets);
     if (rv == 0) {
         rv = dup_list(&sc->operations, &sc->noperations, cb->operations, cb->noperations);
@@ -1067,19 +1093,15 @@ static const scope *scope_load(gw_worker *w, const char *id, const bg_buf *b)
     return sc;
 }
 
-/* Checks that contract |id| covers the query's dataset and operation. With |state| (the
- * home gateway) it also checks, from one LMDB read, that the contract is |requester|'s, in
- * force and within its validity. Without it (the provider) those checks are left to the
- * group commit, which makes them atomically with the budget, and a cached scope needs no
- * store read at all. On false it answered. */
-static bool check_scope(gw_stream *s, const char *id, const char *requester, int64_t now,
-                        bool state)
+/* Checks that contract |id| covers |dataset| and |op|. With |state| (the home gateway) it
+ * also checks, from one LMDB read, that the contract is |requester|'s, in force and within its
+ * validity. Without it (the provider) those checks are left to the group commit, which makes
+ * them atomically with the budget, and a cached scope needs no store read at all. Returns the
+ * scope (borrowed until the next call on this worker) or NULL with |why| filled. */
+static const scope *scope_check(gw_worker *w, const char *id, const char *requester,
+                                const char *dataset, const char *op, int64_t now, bool state,
+                                gw_refusal *why)
 {
-    gw_worker *w = s->conn->w;
-    char dataset[320], op[64];
-    if (!query_scope(s, dataset, sizeof(dataset), op, sizeof(op))) {
-        return false;
-    }
     const scope *sc = scope_cached(w, id);
     int rv = 0;
     if (state || sc == NULL) {
@@ -1101,18 +1123,63 @@ static bool check_scope(gw_stream *s, const char *id, const char *requester, int
         bg_buf_dispose(&b);
     }
     if (rv != 0) {
-        return refuse(s, rv, id);
+        refusal(rv, id, why);
+        return NULL;
     }
     if (!in_list(sc->datasets, sc->ndatasets, dataset)) {
-        gw_stream_error(s, 403, "contract_scope", "contract %s does not cover dataset %s", id,
-                        dataset);
-        return false;
+        why->status = 403;
+        why->code = "contract_scope";
+        snprintf(why->msg, sizeof(why->msg), "contract %s does not cover dataset %s", id,
+                 dataset);
+        return NULL;
     }
     if (!in_list(sc->operations, sc->noperations, op)) {
-        gw_stream_error(s, 403, "operation_not_permitted",
-                        "contract %s does not permit operation %s", id, op);
+        why->status = 403;
+        why->code = "operation_not_permitted";
+        snprintf(why->msg, sizeof(why->msg), "contract %s does not permit operation %s", id, op);
+        return NULL;
+    }
+    return sc;
+}
+
+static bool check_scope(gw_stream *s, const char *id, const char *requester, int64_t now,
+                        bool state)
+{
+    char dataset[320], op[64];
+    if (!query_scope(s, dataset, sizeof(dataset), op, sizeof(op))) {
         return false;
     }
+    gw_refusal why;
+    if (scope_check(s->conn->w, id, requester, dataset, op, now, state, &why) == NULL) {
+        gw_stream_error(s, why.status, why.code, "%s", why.msg);
+        return false;
+    }
+    return true;
+}
+
+bool gw_contracts_check_home(gw_worker *w, const char *id, const char *requester,
+                             const char *dataset, const char *op, gw_refusal *why)
+{
+    if (w->srv->store == NULL) {
+        return true;
+    }
+    if (id == NULL || id[0] == 0) {
+        why->status = 403;
+        why->code = "contract_required";
+        snprintf(why->msg, sizeof(why->msg), "a query for %s must name its contract", dataset);
+        return false;
+    }
+    return scope_check(w, id, requester, dataset, op, now_s(), true, why) != NULL;
+}
+
+bool gw_contracts_limits(gw_worker *w, const char *id, uint32_t *k, double *epsilon)
+{
+    const scope *sc = scope_cached(w, id);
+    if (sc == NULL) {
+        return false;
+    }
+    *k = sc->k;
+    *epsilon = sc->has_epsilon ? sc->epsilon : 0.0;
     return true;
 }
 

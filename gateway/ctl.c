@@ -20,6 +20,7 @@ static void usage(FILE *f)
           "  certs city    create a CA, gateway and demo client certificates for a city\n"
           "  certs bundle  concatenate city CA certificates into a trust bundle\n"
           "  demo          run the multi-city demo\n"
+          "  space         list or dump the embedded data space's synthetic datasets\n"
           "\n"
           "`baygatectl <command> --help` describes each command.\n",
           f);
@@ -38,6 +39,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "certs") == 0) {
         return ctl_certs_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "space") == 0) {
+        return ctl_space_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "demo") == 0) {
         if (ctl_demo_main == NULL) {

@@ -5,4 +5,5 @@
 #define GW_CTL_H
 int ctl_certs_main(int argc, char **argv); /* gateway/ctl_certs.c */
 int ctl_demo_main(int argc, char **argv);  /* gateway/ctl_demo.c */
+int ctl_space_main(int argc, char **argv); /* gateway/ctl_space.c */
 #endif /* GW_CTL_H */

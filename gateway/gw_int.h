@@ -20,6 +20,7 @@
 
 #include "base/bytes.h"
 #include "base/err.h"
+#include "base/clock.h"
 #include "conf/conf.h"
 #include "routing/table.h"
 #include "trust/tls.h"
@@ -51,6 +52,15 @@ typedef enum gw_route_id {
  * new frames while another session was being processed. Running them there, rather than through
  * event_active(), keeps one loop iteration per batch of I/O (libevent defers events activated
  * inside callbacks to the next iteration, costing an extra epoll_wait each time). */
+/* Work finished on another thread (the data space's executor) and handed back to a worker's
+ * loop: |deliver| runs on the loop thread, |discard| instead when the worker is being freed. */
+typedef struct gw_job gw_job;
+struct gw_job {
+    gw_job *next;
+    void (*deliver)(gw_job *j);
+    void (*discard)(gw_job *j);
+};
+
 typedef struct gw_flushable gw_flushable;
 struct gw_flushable {
     gw_flushable *next;
@@ -83,6 +93,8 @@ struct gw_server {
     struct conf_profile **profiles; /* contract vocabularies of the cities we know (may be 0) */
     size_t nprofiles;
     struct trust_store *store; /* contracts (LMDB at ledger.path); NULL without profiles */
+    struct space_db *space;     /* the embedded data space (upstream builtin), else NULL */
+    struct space_pool *pool;    /* its executor threads */
     gw_gen *gen;          /* newest generation (main's reference); guarded by gen_mu */
     pthread_mutex_t gen_mu;
     gw_accesslog *alog;
@@ -124,6 +136,9 @@ struct gw_worker {
     size_t nconsume;
     gw_flushable consume_fl;
     struct gw_scope_cache *scopes; /* contracts.c: decoded contract scopes by id */
+    pthread_mutex_t jobs_mu; /* guards |jobs| (LIFO), filled from executor threads */
+    gw_job *jobs;
+    struct event jobs_ev; /* activated from executor threads: |jobs| has work */
     gw_flushable *deferred; /* FIFO of pending flushes: head ... */
     gw_flushable *deferred_tail;
     uint64_t rng; /* request-id generator state (splitmix64) */
@@ -148,6 +163,8 @@ void gw_worker_defer(gw_worker *w, gw_flushable *f);
 void gw_worker_undefer(gw_worker *w, gw_flushable *f);
 /* Runs the queue until empty; every top-level event callback ends with this. */
 void gw_worker_run_deferred(gw_worker *w);
+/* Any thread: hands |j| to |w|'s loop, which runs j->deliver (in posting order). */
+void gw_worker_post(gw_worker *w, gw_job *j);
 /* Fills |out| (33 bytes) with a fresh 32-hex-digit request id. */
 void gw_worker_new_request_id(gw_worker *w, char *out);
 
@@ -196,6 +213,8 @@ struct gw_stream {
     const char *err_code; /* error code answered, for the log */
     void *ctx;                 /* a handler's state across outbound calls (contracts) */
     bool in_consume;           /* waiting in w->consume for the group commit */
+    uint64_t deadline_ms;      /* x-baygate-deadline-ms as received (0: none) */
+    uint64_t deadline_at_us;   /* bg_now_us() by which the answer is due (0: none) */
     void (*ctx_free)(void *);  /* frees |ctx| when the stream goes */
     /* Text fields last: a new stream zeroes only what is above and the first byte of each of
      * these (GW_STREAM_ZERO_END), not kilobytes of arrays on every request. */
@@ -297,6 +316,30 @@ typedef void (*gw_call_cb)(gw_stream *s, int status, const char *ctype_or_code,
  * runs. |cb| may run before this returns (e.g. the peer is in backoff). */
 void gw_client_call(gw_client *cl, gw_stream *s, const char *path, const char *hops,
                     const uint8_t *body, size_t len, const char *ctype, gw_call_cb cb);
+/* One leg of a fan-out: an outbound call owned by its caller (not by a gw_stream), so that
+ * one request can have many in flight. The caller fills the request fields and |done|, which
+ * runs once with the buffered answer (|status| 0: failed before a complete answer, |code| and
+ * |msg| say why), unless gw_leg_cancel() came first. */
+typedef struct gw_leg gw_leg;
+struct gw_leg {
+    void (*done)(gw_leg *leg, int status, const char *ctype_or_code, const char *msg,
+                 const uint8_t *body, size_t len);
+    gw_cstream *cs; /* client.c's; NULL when not in flight */
+    char path[64];
+    char request_id[65];
+    char hops[1100];
+    char dest[64];
+    char ctype[64];
+    char contract[72];
+    char requester[256];
+    uint64_t deadline_ms; /* sent as x-baygate-deadline-ms when > 0 */
+};
+#define GW_LEG_MAX_RESPONSE (48u * 1024 * 1024)
+/* Sends |leg| (POST leg->path with a copy of |len| bytes at |body|) to |cl|. leg->done may run
+ * before this returns (peer in backoff). */
+void gw_client_leg(gw_client *cl, gw_leg *leg, const uint8_t *body, size_t len);
+/* Cancels an in-flight leg: done never runs. No-op when not in flight. */
+void gw_leg_cancel(gw_leg *leg);
 /* |s| is going away: cancels its outbound leg. */
 void gw_cstream_detach(gw_cstream *cs);
 /* The server side consumed |n| relayed bytes: reopens the outbound stream's window. */
@@ -324,6 +367,20 @@ typedef enum gw_enforce {
     GW_ENFORCE_WAIT,   /* pending a group commit: gw_request_resume() follows, or an answer */
 } gw_enforce;
 gw_enforce gw_contracts_enforce(gw_stream *s, bool local);
+/* A refusal to be answered later (or shown per city in a fan-out). */
+typedef struct gw_refusal {
+    int status;
+    const char *code; /* static */
+    char msg[300];
+} gw_refusal;
+/* Home-gateway usage control for one leg of a query, without answering: contract |id| exists,
+ * is |requester|'s, in force, and covers |dataset| ("<city>/<name>") and canonical operation
+ * |op|. True to go on; false with |why|. True when this gateway keeps no contracts. */
+bool gw_contracts_check_home(gw_worker *w, const char *id, const char *requester,
+                             const char *dataset, const char *op, gw_refusal *why);
+/* The effective minimum cell size and epsilon (0: none) of contract |id|, from the worker's
+ * cache (filled by usage control on this worker). False when not cached. */
+bool gw_contracts_limits(gw_worker *w, const char *id, uint32_t *k, double *epsilon);
 /* Frees the worker's contract caches (worker shutdown). */
 void gw_contracts_worker_dispose(gw_worker *w);
 /* The stream left w->consume before its commit (it is being freed). */
@@ -332,8 +389,17 @@ void gw_contracts_cancel(gw_stream *s);
 void gw_request_resume(gw_stream *s);
 /* The loaded profile of |city| or NULL. */
 const struct conf_profile *gw_profile_of(const gw_server *srv, const char *city);
-/* Built-in responder (builtin.c): answers a data-space query in-process. */
-void gw_builtin_answer(gw_stream *s);
+/* Federated queries (queries.c). Home: /v1/queries from an authenticated client, answered
+ * after every leg. Provider: gw_queries_fed_parse() decodes a /fed/v1/query leg addressed to
+ * this city (sets s->dataset and s->operation for usage control; false: it answered), and
+ * gw_queries_fed() runs it once usage control let it through. */
+/* Returns false, answering nothing, when the dataset is outside the federation's schemas (the
+ * caller relays it opaquely, see upstream.passthrough). */
+bool gw_queries_client(gw_stream *s);
+bool gw_queries_fed_parse(gw_stream *s);
+/* Federation dataset names close to |name| ("a, b"), for a 404. */
+void gw_queries_near_names(const char *name, char *out, size_t cap);
+void gw_queries_fed(gw_stream *s);
 
 /* ---- metrics (metrics.c) and access log (accesslog.c) ------------------------------------ */
 

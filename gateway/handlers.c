@@ -112,7 +112,16 @@ static bool stage_parse(gw_stream *s)
             gw_stream_error(s, 400, "bad_request", "malformed x-baygate-dest header");
             return false;
         }
+        if (s->route == GW_ROUTE_FED_QUERY &&
+            strcmp(s->dest, s->conn->w->srv->cfg->city) == 0 &&
+            strcmp(s->req_type, "application/x-protobuf") == 0) {
+            return gw_queries_fed_parse(s); /* this city holds the data: read the leg */
+        }
         return true;
+    }
+    if (s->route == GW_ROUTE_FED_QUERY) {
+        gw_stream_error(s, 400, "bad_request", "x-baygate-dest is required on %s", s->path);
+        return false;
     }
     json_error_t jerr;
     json_t *root = json_loadb((const char *)s->body.data, s->body.len, 0, &jerr);
@@ -213,8 +222,23 @@ static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
         return;
     }
     bg_strlcpy(s->resp_route, hops, sizeof(s->resp_route));
-    if (w->gen->cfg->upstream.builtin) {
-        gw_builtin_answer(s);
+    if (s->route == GW_ROUTE_FED_QUERY && s->ctx != NULL) {
+        gw_queries_fed(s); /* a federated query leg */
+        return;
+    }
+    if (w->gen->cfg->upstream.builtin || !w->gen->cfg->upstream.passthrough) {
+        char name[200] = "", near[300];
+        if (s->dataset[0] == 0) { /* arrived from a peer: the name is in the body */
+            json_t *root = json_loadb((const char *)s->body.data, s->body.len, 0, NULL);
+            const char *ds = json_string_value(json_object_get(root, "dataset"));
+            bg_strlcpy(s->dataset, ds != NULL ? ds : "", sizeof(s->dataset));
+            json_decref(root);
+        }
+        const char *sl = strchr(s->dataset, '/');
+        bg_strlcpy(name, sl != NULL ? sl + 1 : s->dataset, sizeof(name));
+        gw_queries_near_names(name, near, sizeof(near));
+        gw_stream_error(s, 404, "unknown_dataset",
+                        "no dataset called %s in the federation; did you mean: %s", name, near);
         return;
     }
     if (w->upstream == NULL) {
@@ -350,8 +374,22 @@ void gw_request_dispatch(gw_stream *s)
         s->dest[0] = 0; /* or for whom a query runs */
         s->contract[0] = 0;
         bg_strlcpy(s->requester, s->conn->id.spiffe_id, sizeof(s->requester));
+        if (gw_queries_client(s)) {
+            return;
+        }
+        /* a dataset outside the federation's schemas: relayed opaquely to its city, whose
+         * gateway serves it only with upstream.passthrough */
     } else if (stage_authenticate_peer(s) == NULL) {
         return;
+    }
+    if (s->route == GW_ROUTE_FED_QUERY && s->deadline_ms > 0) { /* shrinks at every hop */
+        s->deadline_at_us = s->start_us + s->deadline_ms * 1000;
+        if (s->deadline_ms <= 1) {
+            gw_stream_error(s, 504, "deadline_exceeded",
+                            "the query's deadline passed before it reached %s",
+                            srv->cfg->city);
+            return;
+        }
     }
     if (!stage_parse(s) || !stage_route(s, &next, hops, sizeof(hops))) {
         return;

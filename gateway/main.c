@@ -15,7 +15,10 @@
 
 #include <event2/thread.h>
 
+#include "base/clock.h"
 #include "base/log.h"
+#include "space/data.h"
+#include "space/pool.h"
 #include "conf/profile.h"
 #include "trust/store.h"
 
@@ -318,6 +321,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "baygate: %s\n", eb.msg[0] ? eb.msg : "cannot start");
         goto out;
     }
+    if (cfg->upstream.builtin) { /* the embedded reference data space */
+        uint64_t t0 = bg_now_us();
+        if (space_db_new(&srv.space, cfg->city, cfg->upstream.rows, cfg->upstream.seed,
+                         (const char *const *)cfg->upstream.datasets, cfg->upstream.ndatasets,
+                         &eb) != 0 ||
+            space_pool_new(&srv.pool, cfg->upstream.threads, 1024) != 0) {
+            fprintf(stderr, "baygate: data space: %s\n", eb.msg[0] ? eb.msg : "out of memory");
+            goto out;
+        }
+        bg_log(BG_LOG_INFO, "msg=\"embedded data space ready\" datasets=%zu rows=%u ms=%llu",
+               space_db_count(srv.space), cfg->upstream.rows,
+               (unsigned long long)((bg_now_us() - t0) / 1000));
+    }
 
     /* Workers inherit this mask: signals are taken synchronously by the main thread only. */
     sigset_t set;
@@ -388,11 +404,15 @@ int main(int argc, char **argv)
     bg_log(BG_LOG_INFO, "msg=\"baygate stopped\"");
 
 out_workers:
+    space_pool_free(srv.pool); /* finishes queued jobs, which post to the (stopped) workers */
+    srv.pool = NULL;
     for (size_t i = 0; i < srv.nworkers; i++) {
         gw_worker_dispose(&srv.workers[i]);
     }
     free(srv.workers);
 out:
+    space_pool_free(srv.pool);
+    space_db_free(srv.space);
     trust_store_close(srv.store);
     for (size_t i = 0; i < srv.nprofiles; i++) {
         conf_profile_free(srv.profiles[i]);

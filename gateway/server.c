@@ -405,6 +405,21 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
             copy_hdr(s->requester, sizeof(s->requester), value, valuelen, &s->bad_header);
         }
         break;
+    case 21:
+        if (IS("x-baygate-deadline-ms")) { /* time left, shrunk by every hop */
+            uint64_t v = 0;
+            bool ok = valuelen > 0 && valuelen <= 9;
+            for (size_t i = 0; ok && i < valuelen; i++) {
+                ok = value[i] >= '0' && value[i] <= '9';
+                v = v * 10 + (uint64_t)(value[i] - '0');
+            }
+            if (!ok) {
+                s->bad_header = true;
+            } else {
+                s->deadline_ms = v;
+            }
+        }
+        break;
     default:
         break;
     }

@@ -253,6 +253,39 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
     gw_worker_run_deferred(w);
 }
 
+/* Runs on w's loop when an executor thread posted jobs: delivers them in posting order. */
+static void on_jobs(evutil_socket_t fd, short what, void *arg)
+{
+    gw_worker *w = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->jobs_mu);
+    gw_job *j = w->jobs, *fifo = NULL;
+    w->jobs = NULL;
+    pthread_mutex_unlock(&w->jobs_mu);
+    while (j != NULL) { /* LIFO -> FIFO */
+        gw_job *next = j->next;
+        j->next = fifo;
+        fifo = j;
+        j = next;
+    }
+    while (fifo != NULL) {
+        gw_job *next = fifo->next;
+        fifo->deliver(fifo);
+        fifo = next;
+    }
+    gw_worker_run_deferred(w);
+}
+
+void gw_worker_post(gw_worker *w, gw_job *j)
+{
+    pthread_mutex_lock(&w->jobs_mu);
+    j->next = w->jobs;
+    w->jobs = j;
+    pthread_mutex_unlock(&w->jobs_mu);
+    event_active(&w->jobs_ev, EV_READ, 0);
+}
+
 void gw_worker_new_request_id(gw_worker *w, char *out)
 {
     static const char hex[] = "0123456789abcdef";
@@ -301,6 +334,8 @@ int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
     }
     event_assign(&w->ctl_ev, w->base, -1, 0, on_ctl, w);
     event_assign(&w->reload_ev, w->base, -1, 0, on_reload, w);
+    event_assign(&w->jobs_ev, w->base, -1, 0, on_jobs, w);
+    pthread_mutex_init(&w->jobs_mu, NULL);
     evtimer_assign(&w->grace_ev, w->base, on_grace, w);
     w->listeners = calloc(cfg->nlisteners, sizeof(*w->listeners));
     lctx *lcs = w->lctxs = calloc(cfg->nlisteners, sizeof(*lcs));
@@ -362,11 +397,20 @@ void gw_worker_dispose(gw_worker *w)
     w->upstream = NULL;
     gw_client_free_retiring(w);
     gw_contracts_worker_dispose(w);
+    if (w->base != NULL) { /* init got as far as the job queue */
+        while (w->jobs != NULL) {
+            gw_job *j = w->jobs;
+            w->jobs = j->next;
+            j->discard(j);
+        }
+        pthread_mutex_destroy(&w->jobs_mu);
+    }
     gw_gen_unref(w->gen);
     w->gen = NULL;
     if (w->base != NULL) {
         event_del(&w->ctl_ev);
         event_del(&w->reload_ev);
+        event_del(&w->jobs_ev);
         event_del(&w->grace_ev);
         event_base_free(w->base);
         w->base = NULL;

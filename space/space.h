@@ -166,6 +166,7 @@ typedef struct space_cell {
     space_agree agree;
     uint64_t *bins; /* owned by the result */
     size_t nbins;
+    uint8_t *bin_supp; /* histogram: per-bin space_supp (nbins), owned; NULL when none is */
     double qvals[SPACE_MAX_PROBS]; /* quantiles only, when |has_qvals| */
     bool has_qvals;
     space_supp supp;

@@ -886,7 +886,11 @@ static int build_agreement(trust_agreement *a, const conf_profile *provider,
     a->valid_from = now;
     a->valid_until = now + (int64_t)days * SECONDS_PER_DAY;
     a->max_queries = min_nonzero_u32(c->max_queries, home->max_queries, provider->max_queries);
-    a->epsilon = min_nonzero_double(c->epsilon, home->max_epsilon, provider->max_epsilon);
+    /* A privacy budget only when one was asked for: max_epsilon caps a budget, it does not
+     * impose one (without one, answers are exact aggregates under k-suppression). */
+    a->epsilon = c->epsilon > 0
+                     ? min_nonzero_double(c->epsilon, home->max_epsilon, provider->max_epsilon)
+                     : 0;
     return 0;
 }
 

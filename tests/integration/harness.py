@@ -507,6 +507,7 @@ class Gateway(Proc):
     relative: gateway.crt, ../trust-bundle.pem) and its access log is access.log there."""
 
     def __init__(self, t, city, *, local=True, client_identity=None, upstream="builtin",
+                 space_rows=20000,
                  workers=1, timeouts=None, limits=None, access_log="access.log", extra_yaml="",
                  env=None):
         self.city = city
@@ -515,6 +516,7 @@ class Gateway(Proc):
         self.local_port = free_port() if local else None
         self.client_identity = client_identity
         self.upstream = upstream
+        self.space_rows = space_rows
         self.workers = workers
         self.timeouts = dict(DEFAULT_TIMEOUTS)
         self.timeouts.update(timeouts or {})
@@ -550,7 +552,12 @@ class Gateway(Proc):
             L.append("routes:")
             for city, via in self.routes:
                 L += ["  - city: %s" % city, "    via: %s" % via]
-        L += ["upstream:", "  url: %s" % self.upstream, "timeouts:"]
+        L += ["upstream:", "  url: %s" % self.upstream]
+        if self.upstream != "builtin":  # transport tests relay opaque datasets to it
+            L.append("  passthrough: true")
+        else:
+            L.append("  rows: %d" % self.space_rows)
+        L.append("timeouts:")
         L += ["  %s: %d" % kv for kv in self.timeouts.items()]
         if self.limits:
             L.append("limits:")

@@ -35,7 +35,7 @@ def main(t):
     hk = gws["hongkong"]
     # three hops: hongkong -> shenzhen -> guangzhou -> macau, with a client request id
     rid = "it-3hop-0001"
-    r = hk.query("macau/peds-pneumonia-indicators", headers=["x-request-id: " + rid])
+    r = hk.query("macau/air-quality", headers=["x-request-id: " + rid])
     t.check(r.status == 200 and r.version == "2", "hongkong firm -> macau dataset: 200 over HTTP/2", r)
     t.check(r.headers.get("x-baygate-route") == "hongkong,shenzhen,guangzhou,macau",
             "x-baygate-route == hongkong,shenzhen,guangzhou,macau (got %r)"
@@ -46,12 +46,12 @@ def main(t):
     t.check(j.get("upstream") == "py" and j.get("path") == "/space/v1/query" and j.get("method") == "POST",
             "macau upstream got POST /space/v1/query", r.body)
     t.check(up_hdrs.get("x-request-id") == rid, "upstream saw x-request-id %s" % rid, up_hdrs)
-    r2 = hk.query("macau/peds-pneumonia-indicators",
+    r2 = hk.query("macau/air-quality",
                   headers=["content-type: application/json; charset=utf-8"])
     t.check(((r2.json() or {}).get("headers") or {}).get("content-type")
             == "application/json; charset=utf-8",
             "the client's content-type reaches the upstream across three hops", r2.body)
-    t.check(j.get("body_len") == len(json.dumps({"dataset": "macau/peds-pneumonia-indicators"})),
+    t.check(j.get("body_len") == len(json.dumps({"dataset": "macau/air-quality"})),
             "upstream got the whole request body", j.get("body_len"))
     for c in CITIES:
         lines = log_lines(gws[c], rid)
@@ -63,13 +63,13 @@ def main(t):
                     "missing %s in %s" % (missing, e))
 
     # generated request id (no client id): same id in all four logs
-    r = hk.query("macau/peds-pneumonia-indicators")
+    r = hk.query("macau/air-quality")
     gen = r.headers.get("x-request-id", "")
     t.check(r.status == 200 and len(gen) == 32 and all(ch in "0123456789abcdef" for ch in gen.lower()),
             "generated x-request-id is 32 hex digits (%r)" % gen, r)
     t.check(all(log_lines(gws[c], gen) for c in CITIES), "generated id %s in all four access logs" % gen)
     # an invalid client id is replaced
-    r = hk.query("macau/peds-pneumonia-indicators", headers=["x-request-id: bad id!"])
+    r = hk.query("macau/air-quality", headers=["x-request-id: bad id!"])
     t.check(r.status == 200 and r.headers.get("x-request-id") not in (None, "bad id!")
             and len(r.headers.get("x-request-id", "")) == 32,
             "invalid client x-request-id replaced by a generated one", r.headers)

@@ -3,6 +3,8 @@
 #ifndef GW_TEST_HARNESS_H
 #define GW_TEST_HARNESS_H
 #include "gateway/gw_int.h"
+#include "space/data.h"
+#include "space/pool.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -58,6 +60,13 @@ static inline int gwt_init(gwt *t, const char *yaml)
         gw_accesslog_new(&t->srv.alog, "off", &t->eb) != 0) {
         return -1;
     }
+    if (t->cfg->upstream.builtin) { /* a small embedded data space: stroke-registry only */
+        const char *const ds[1] = {"stroke-registry"};
+        if (space_db_new(&t->srv.space, t->cfg->city, 1000, 1, ds, 1, &t->eb) != 0 ||
+            space_pool_new(&t->srv.pool, 1, 64) != 0) {
+            return -1;
+        }
+    }
     t->srv.workers = calloc(1, sizeof(gw_worker));
     t->srv.nworkers = 1;
     return t->srv.workers == NULL ? -1 : gw_worker_init(&t->srv.workers[0], &t->srv, 0, &t->eb);
@@ -90,12 +99,15 @@ static inline void gwt_run(gwt *t)
 
 static inline void gwt_free(gwt *t)
 {
+    space_pool_free(t->srv.pool); /* before the worker its jobs post to */
+    t->srv.pool = NULL;
     if (t->srv.workers != NULL) {
         gw_worker_dispose(&t->srv.workers[0]);
         free(t->srv.workers);
     }
     gw_accesslog_free(t->srv.alog);
     gw_metrics_free(t->srv.metrics);
+    space_db_free(t->srv.space);
     gw_gen_unref(t->srv.gen);
     route_table_free(t->rt);
     conf_gateway_free(t->cfg);

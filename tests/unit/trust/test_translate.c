@@ -169,7 +169,7 @@ static void test_trust_translate_guangzhou_to_hongkong_research_stats(void **sta
     assert_true(a.valid_from == NOW);
     assert_true(a.valid_until == NOW + 180 * DAY);
     assert_int_equal(a.max_queries, 50);
-    assert_true(a.epsilon == 1.0); /* hongkong's cap applies even when none was asked for */
+    assert_true(a.epsilon == 0.0); /* hongkong's cap bounds a budget; none was asked for */
     assert_int_equal(a.noperations, 5);
     assert_string_equal(a.home_terms.purpose, "科研");
     assert_string_equal(a.home_terms.operations[0], "统计分析");
@@ -707,10 +707,14 @@ static void check_never_wider(int h, int p, const req *r, const trust_agreement 
         }
     }
     const double ecaps[3] = {r->p.epsilon, hp->max_epsilon, pp->max_epsilon};
-    for (size_t i = 0; i < 3; i++) {
-        if (ecaps[i] > 0) {
-            assert_true(a->epsilon > 0 && a->epsilon <= ecaps[i]);
+    if (r->p.epsilon > 0) { /* a budget was asked for: never above any cap */
+        for (size_t i = 0; i < 3; i++) {
+            if (ecaps[i] > 0) {
+                assert_true(a->epsilon > 0 && a->epsilon <= ecaps[i]);
+            }
         }
+    } else {
+        assert_true(a->epsilon == 0.0); /* none asked: exact aggregates, no budget made up */
     }
 }
 
