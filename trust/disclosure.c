@@ -448,9 +448,9 @@ static int work_init(supp_work *w, const trust_disclosure *p, const space_result
     return 0;
 }
 
-/* Withholds |item| for |why| (and, for a cell, all its bins), queueing every line that now
- * has exactly one withheld member. */
-static void withhold(supp_work *w, size_t item, uint8_t why)
+/* Marks |item| withheld for |why| (when it was not), counting it in its lines and queueing
+ * every line that now has exactly one withheld member. */
+static void withhold_one(supp_work *w, size_t item, uint8_t why)
 {
     if (w->supp[item] != SPACE_SUPP_NONE) {
         return;
@@ -464,9 +464,15 @@ static void withhold(supp_work *w, size_t item, uint8_t why)
             w->queue[w->qtail++] = ls[x];
         }
     }
+}
+
+/* Withholds |item| for |why|, and for a cell all its bins too. */
+static void withhold(supp_work *w, size_t item, uint8_t why)
+{
+    withhold_one(w, item, why);
     if (item < w->ncells) {
         for (size_t j = 0; j < w->nbins; j++) {
-            withhold(w, w->ncells + item * w->nbins + j, why);
+            withhold_one(w, w->ncells + item * w->nbins + j, why);
         }
     }
 }
@@ -562,11 +568,12 @@ static int view_init(view2d *v, const supp_work *w)
     v->nr = hist ? w->ncells : w->nrows;
     v->nc = hist ? w->nbins : w->ncols;
     v->nv = hist ? w->ncells * w->nbins : w->ncells;
-    v->item = calloc(v->nv, sizeof(*v->item));
-    v->r = calloc(v->nv, sizeof(*v->r));
-    v->c = calloc(v->nv, sizeof(*v->c));
-    v->rcon = calloc(v->nr, sizeof(*v->rcon));
-    v->ccon = calloc(v->nc, sizeof(*v->ccon));
+    /* + 1: never a zero-size allocation (all are >= 1 for validated results anyway). */
+    v->item = calloc(v->nv + 1, sizeof(*v->item));
+    v->r = calloc(v->nv + 1, sizeof(*v->r));
+    v->c = calloc(v->nv + 1, sizeof(*v->c));
+    v->rcon = calloc(v->nr + 1, sizeof(*v->rcon));
+    v->ccon = calloc(v->nc + 1, sizeof(*v->ccon));
     if (v->item == NULL || v->r == NULL || v->c == NULL || v->rcon == NULL || v->ccon == NULL) {
         return BG_ERR_NOMEM;
     }
@@ -1001,6 +1008,9 @@ static int rng_u64(rng *g, uint64_t *out)
  * a whole number of copies of [0, n) and the modulo is unbiased. */
 static int uniform(rng *g, uint64_t n, uint64_t *out)
 {
+    if (n == 0) {
+        return BG_ERR_INTERNAL; /* callers pass n >= 1; kept for release builds */
+    }
     const uint64_t reject_below = (0 - n) % n; /* 2^64 mod n */
     for (;;) {
         uint64_t v;

@@ -50,9 +50,9 @@ typedef struct trust_disclosure {
  * Primary suppression: a cell whose n is below |p->k| (0 < n < k), or 0 when
  * !zero_is_safe, gets SPACE_SUPP_BELOW_K and every value zeroed (n, sum_units, mom, agree,
  * bins, qvals, has_qvals). Histogram bins are cells too: in a published histogram cell, a
- * bin with the same property is withheld (see |bin_supp_out|). Quantile grid bins are not
- * checked one by one: the grid is only released masked under secure aggregation and the
- * final quantiles only for cells that pass; only their cell n is checked.
+ * bin with the same property is withheld (see per-bin reasons below). Quantile grid bins
+ * are not checked one by one: the grid is only released masked under secure aggregation and
+ * the final quantiles only for cells that pass; only their cell n is checked.
  *
  * Complementary suppression (METHODS s.1 step 2): the lines are sets of cells whose total
  * an attacker can learn from another query of the same contract: with one group_by field

@@ -616,3 +616,9 @@ struct x509_store_st *trust_tls_trust_store(trust_tls *t)
     /* Both contexts loaded the same bundle; the client one verifies peers' certificates. */
     return SSL_CTX_get_cert_store(t->client);
 }
+
+struct evp_pkey_st *trust_tls_private_key(trust_tls *t)
+{
+    /* Both contexts loaded the same key, checked against the certificate by load_identity(). */
+    return SSL_CTX_get0_privatekey(t->client);
+}

@@ -81,5 +81,9 @@ int trust_tls_spiffe_id(trust_tls *t, char *out, size_t cap);
 /* The trust bundle as an X509_STORE, borrowed from |t| (valid until trust_tls_free()); use it
  * read-only, e.g. with X509_STORE_CTX_init(). Thread-safe for verification. */
 struct x509_store_st *trust_tls_trust_store(trust_tls *t);
+/* The gateway's own private key, borrowed from |t| (valid until trust_tls_free()), for
+ * key agreement with peers' certified keys (trust/secagg.h). Never copy it out or log it.
+ * Thread-safe for use as the local key of a derivation. */
+struct evp_pkey_st *trust_tls_private_key(trust_tls *t);
 
 #endif /* TRUST_TLS_H */
