@@ -382,6 +382,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
             gw_leg *leg = cs->leg;
             cs->leg = NULL;
             leg->cs = NULL;
+            bg_strlcpy(leg->route, cs->route, sizeof(leg->route));
             leg->done(leg, cs->status, cs->content_type, NULL, cs->resp.data, cs->resp.len);
         }
     } else if (cs->down != NULL && cs->cb != NULL) {
@@ -1011,6 +1012,7 @@ void gw_client_leg(gw_client *cl, gw_leg *leg, const uint8_t *body, size_t len)
 {
     gw_client_state st = gw_client_get_state(cl);
     leg->cs = NULL;
+    leg->route[0] = 0;
     if (st == GW_CLIENT_BACKOFF || cl->npending >= MAX_PENDING) {
         char msg[300];
         bool busy = st != GW_CLIENT_BACKOFF;

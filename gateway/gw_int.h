@@ -44,6 +44,8 @@ typedef enum gw_route_id {
     GW_ROUTE_FED_QUERY,
     GW_ROUTE_CONTRACTS,     /* /v1/contracts[/<id>] */
     GW_ROUTE_FED_CONTRACTS, /* /fed/v1/contracts[/finalize] */
+    GW_ROUTE_CATALOG,       /* /v1/catalog */
+    GW_ROUTE_FED_CATALOG,   /* /fed/v1/catalog */
     GW_ROUTE_OTHER,
     GW_ROUTE_COUNT
 } gw_route_id;
@@ -333,6 +335,7 @@ struct gw_leg {
     char contract[72];
     char requester[256];
     uint64_t deadline_ms; /* sent as x-baygate-deadline-ms when > 0 */
+    char route[1100];     /* the answer's x-baygate-route, set before |done| runs */
 };
 #define GW_LEG_MAX_RESPONSE (48u * 1024 * 1024)
 /* Sends |leg| (POST leg->path with a copy of |len| bytes at |body|) to |cl|. leg->done may run
@@ -397,6 +400,10 @@ const struct conf_profile *gw_profile_of(const gw_server *srv, const char *city)
  * caller relays it opaquely, see upstream.passthrough). */
 bool gw_queries_client(gw_stream *s);
 bool gw_queries_fed_parse(gw_stream *s);
+/* Catalogs: /v1/catalog (the federation's, for an authenticated client) and /fed/v1/catalog
+ * (this city's datasets and gateway certificate, for a peer). */
+void gw_catalog_client(gw_stream *s);
+void gw_catalog_fed(gw_stream *s);
 /* Federation dataset names close to |name| ("a, b"), for a 404. */
 void gw_queries_near_names(const char *name, char *out, size_t cap);
 void gw_queries_fed(gw_stream *s);

@@ -28,7 +28,8 @@ void gw_request_classify(gw_stream *s)
     } table[] = {
         {"/healthz", GW_ROUTE_HEALTHZ},     {"/readyz", GW_ROUTE_READYZ},
         {"/metrics", GW_ROUTE_METRICS},     {"/v1/queries", GW_ROUTE_QUERIES},
-        {"/fed/v1/query", GW_ROUTE_FED_QUERY},
+        {"/fed/v1/query", GW_ROUTE_FED_QUERY}, {"/v1/catalog", GW_ROUTE_CATALOG},
+        {"/fed/v1/catalog", GW_ROUTE_FED_CATALOG},
     };
     s->route = GW_ROUTE_OTHER;
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
@@ -103,11 +104,14 @@ static const conf_peer *stage_authenticate_peer(gw_stream *s)
  * body (the destination's data space validates the query itself). */
 static bool stage_parse(gw_stream *s)
 {
-    if (s->route == GW_ROUTE_FED_CONTRACTS && s->dest[0] == 0) {
+    if ((s->route == GW_ROUTE_FED_CONTRACTS || s->route == GW_ROUTE_FED_CATALOG) &&
+        s->dest[0] == 0) {
         gw_stream_error(s, 400, "bad_request", "x-baygate-dest is required on %s", s->path);
         return false;
     }
-    if ((s->route == GW_ROUTE_FED_QUERY || s->route == GW_ROUTE_FED_CONTRACTS) && s->dest[0]) {
+    if ((s->route == GW_ROUTE_FED_QUERY || s->route == GW_ROUTE_FED_CONTRACTS ||
+         s->route == GW_ROUTE_FED_CATALOG) &&
+        s->dest[0]) {
         if (!bg_city_id_valid(s->dest, strlen(s->dest))) {
             gw_stream_error(s, 400, "bad_request", "malformed x-baygate-dest header");
             return false;
@@ -207,13 +211,18 @@ static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
     if (next != NULL) {
         size_t i = (size_t)(next - w->gen->cfg->peers);
         char path[64];
-        if (s->route == GW_ROUTE_FED_CONTRACTS) { /* passed on as it came */
+        if (s->route == GW_ROUTE_FED_CONTRACTS || s->route == GW_ROUTE_FED_CATALOG) {
+            /* passed on as it came */
             size_t n = strcspn(s->path, "?");
             bg_strlcpy(path, s->path, n + 1 < sizeof(path) ? n + 1 : sizeof(path));
         } else {
             bg_strlcpy(path, "/fed/v1/query", sizeof(path));
         }
         gw_client_forward(w->peers[i], s, path, hops);
+        return;
+    }
+    if (s->route == GW_ROUTE_FED_CATALOG) { /* this city's own catalog */
+        gw_catalog_fed(s);
         return;
     }
     if (s->route == GW_ROUTE_FED_CONTRACTS) { /* this city is the provider */
@@ -332,6 +341,14 @@ void gw_request_dispatch(gw_stream *s)
     }
     if (s->route == GW_ROUTE_OTHER) {
         gw_stream_error(s, 404, "not_found", "no such endpoint: %s", s->path);
+        return;
+    }
+    if (s->route == GW_ROUTE_CATALOG) {
+        if (!method_is(s, "GET") && !method_is(s, "HEAD")) {
+            gw_stream_error(s, 405, "method_not_allowed", "%s %s: use GET", s->method, s->path);
+        } else if (stage_authenticate_client(s)) {
+            gw_catalog_client(s);
+        }
         return;
     }
     if (s->route == GW_ROUTE_CONTRACTS) { /* GET, POST (and later DELETE): checked there */

@@ -27,6 +27,9 @@
 #include "space/pool.h"
 #include "space/wire.h"
 #include "trust/disclosure.h"
+#include "trust/secagg.h"
+
+#include <openssl/evp.h>
 
 #define QUERY_MAX_LEGS 16
 #define PB_TYPE "application/x-protobuf"
@@ -109,29 +112,16 @@ static bool border_check(xjob *x, space_result *r)
         }
     }
     trust_disclosure pol = {.k = x->k, .zero_is_safe = true};
-    uint8_t *bin_supp = NULL;
-    int rv = trust_disclosure_apply(&pol, r, &bin_supp, NULL);
-    if (rv != 0) {
+    if (trust_disclosure_apply(&pol, r, NULL, NULL) != 0) { /* bin reasons into the cells */
         xjob_fail(x, 502, "not_an_aggregate",
                   "the data space returned something that is not a well-formed aggregate of "
                   "this query; nothing was released");
         return false;
     }
-    if (bin_supp != NULL) {
-        for (size_t i = 0; i < r->ncells; i++) {
-            space_cell *c = &r->cells[i];
-            c->bin_supp = malloc(c->nbins);
-            if (c->bin_supp == NULL) {
-                free(bin_supp);
-                xjob_fail(x, 500, "internal", "out of memory");
-                return false;
-            }
-            memcpy(c->bin_supp, bin_supp + i * c->nbins, c->nbins);
-        }
-        free(bin_supp);
+    if (r->op != SPACE_OP_QUANTILES) {
+        return true;
     }
-    if (r->op == SPACE_OP_QUANTILES && !x->in.masked) {
-        /* one city: release the quantiles only, never the fine grid */
+    if (!x->in.masked) { /* one city: release the quantiles only, never the fine grid */
         for (size_t i = 0; i < r->ncells; i++) {
             space_cell *c = &r->cells[i];
             if (c->supp == SPACE_SUPP_NONE && c->n > 0 && c->bins != NULL &&
@@ -143,12 +133,39 @@ static bool border_check(xjob *x, space_result *r)
             c->bins = NULL;
             c->nbins = 0;
         }
-    } else if (r->op == SPACE_OP_QUANTILES) {
-        xjob_fail(x, 501, "secure_aggregation_unavailable",
-                  "quantiles across cities need secure aggregation of the fine grid, which this "
-                  "gateway does not offer yet");
+        return true;
+    }
+    /* several cities: the fine grids leave only under pairwise masks that cancel in the sum */
+    size_t nb = r->ncells > 0 ? r->cells[0].nbins : 0, total = nb * r->ncells;
+    uint64_t *vals = total > 0 ? malloc(total * sizeof(uint64_t)) : NULL;
+    trust_secagg_party parties[SPACE_WIRE_MAX_PARTIES];
+    for (size_t i = 0; i < x->in.nparties; i++) {
+        parties[i] = (trust_secagg_party){.city = x->in.parties[i].city,
+                                          .cert_der = x->in.parties[i].cert_der,
+                                          .cert_len = x->in.parties[i].cert_len};
+    }
+    if (vals == NULL) {
+        xjob_fail(x, 500, "internal", "out of memory");
         return false;
     }
+    for (size_t i = 0; i < r->ncells; i++) {
+        memcpy(vals + i * nb, r->cells[i].bins, nb * sizeof(uint64_t));
+    }
+    bg_errbuf eb = {{0}};
+    gw_server *srv = x->w->srv;
+    int rv = trust_secagg_mask(trust_tls_private_key(srv->tls), x->city, parties,
+                               x->in.nparties, trust_tls_trust_store(srv->tls), x->in.query_id,
+                               vals, total, &eb);
+    if (rv != 0) {
+        free(vals);
+        xjob_fail(x, 403, "secure_aggregation_refused", "%s", eb.msg);
+        return false;
+    }
+    for (size_t i = 0; i < r->ncells; i++) {
+        memcpy(r->cells[i].bins, vals + i * nb, nb * sizeof(uint64_t));
+    }
+    OPENSSL_cleanse(vals, total * sizeof(uint64_t));
+    free(vals);
     return true;
 }
 
@@ -382,6 +399,11 @@ struct qleg {
     char msg[300];
     space_result result;
     xjob *local; /* the home city's own leg while in the executor */
+    bool is_local;
+    bool sent; /* the query leg went out (this round) */
+    size_t peer; /* index of the next-hop peer when !is_local */
+    uint8_t *cert; /* masked quantiles: the city's gateway certificate (DER), owned */
+    size_t cert_len;
 };
 
 struct qrun {
@@ -392,6 +414,10 @@ struct qrun {
     bool pattern;
     qleg legs[QUERY_MAX_LEGS];
     size_t nlegs, pending;
+    bool masked;       /* quantiles over several cities: fine grids under secure aggregation */
+    bool fetching;     /* masked: collecting the cities' certificates first */
+    bool retried;      /* masked: a second round ran without the cities that failed */
+    char query_id[33];
 };
 
 static void qrun_free(void *p)
@@ -404,6 +430,7 @@ static void qrun_free(void *p)
             l->local->leg = NULL;
         }
         space_result_dispose(&l->result);
+        free(l->cert);
     }
     free(run);
 }
@@ -411,7 +438,7 @@ static void qrun_free(void *p)
 static json_t *city_status(const qleg *l)
 {
     if (l->ok) {
-        return json_pack("{s:s}", "status", "ok");
+        return json_pack("{s:s,s:s}", "status", "ok", "route", l->leg.route);
     }
     return json_pack("{s:s,s:s,s:i,s:s}", "status", "error", "code", l->code, "http_status",
                      l->status, "message", l->msg);
@@ -429,6 +456,9 @@ static void qrun_answer(qrun *run)
         } else if (first_err == NULL) {
             first_err = &run->legs[i];
         }
+    }
+    if (!run->pattern) { /* one city: the route it answered over */
+        bg_strlcpy(s->resp_route, run->legs[0].leg.route, sizeof(s->resp_route));
     }
     if (!run->pattern && first_err != NULL) { /* one city: its error is the answer */
         gw_stream_error(s, first_err->status ? first_err->status : 502, first_err->code, "%s",
@@ -481,6 +511,10 @@ static void qrun_answer(qrun *run)
     gw_stream_respond_json(s, 200, j);
 }
 
+/* Every pending leg of the current phase is done: answer, or (certificates collected) send
+ * the query legs. */
+static void qrun_phase_done(qrun *run);
+
 static void leg_finish(qleg *l, int status, const char *ctype_or_code, const char *msg,
                        const uint8_t *body, size_t len)
 {
@@ -522,18 +556,22 @@ static void leg_finish(qleg *l, int status, const char *ctype_or_code, const cha
         }
     }
     if (--run->pending == 0) {
-        gw_stream *s = run->s;
-        s->ctx = NULL;
-        s->ctx_free = NULL;
-        qrun_answer(run);
-        qrun_free(run);
+        qrun_phase_done(run);
     }
 }
+
+static void cert_finish(qleg *l, int status, const char *code, const char *msg,
+                        const uint8_t *body, size_t len);
 
 static void on_leg_done(gw_leg *leg, int status, const char *ctype_or_code, const char *msg,
                         const uint8_t *body, size_t len)
 {
-    leg_finish((qleg *)(void *)leg, status, ctype_or_code, msg, body, len);
+    qleg *l = (qleg *)(void *)leg;
+    if (l->run->fetching) {
+        cert_finish(l, status, ctype_or_code, msg, body, len);
+    } else {
+        leg_finish(l, status, ctype_or_code, msg, body, len);
+    }
 }
 
 void gw_queries_near_names(const char *name, char *out, size_t cap)
@@ -639,39 +677,65 @@ static bool plan(qrun *run, json_t *root)
     return true;
 }
 
-/* Starts leg |l|: usage control here, then the own data space or the next hop. */
-static void leg_start(qrun *run, qleg *l, const uint8_t *body, size_t len, bool *sent)
+/* Marks leg |l| failed before it was sent. */
+static void leg_refuse(qleg *l, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void leg_refuse(qleg *l, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->msg, sizeof(l->msg), fmt, ap);
+    va_end(ap);
+    l->done = true;
+    l->status = status;
+    bg_strlcpy(l->code, code, sizeof(l->code));
+}
+
+/* Checks leg |l| before anything is sent: a route to its city and, for another city, its
+ * contract (fail fast; the provider is authoritative). False: the leg is refused. */
+static bool leg_check(qrun *run, qleg *l)
 {
     gw_stream *s = run->s;
     gw_worker *w = s->conn->w;
     const char *self = w->srv->cfg->city;
-    char dataset[200];
-    snprintf(dataset, sizeof(dataset), "%s/%s", l->city, run->q.dataset);
     l->run = run;
     l->leg.done = on_leg_done;
-    bool local = strcmp(l->city, self) == 0;
-    gw_refusal why;
-    if (!local && !gw_contracts_check_home(w, l->leg.contract, s->conn->id.spiffe_id, dataset,
-                                           space_op_name(run->q.op), &why)) {
-        *sent = false;
-        l->done = true;
-        l->status = why.status;
-        bg_strlcpy(l->code, why.code, sizeof(l->code));
-        bg_strlcpy(l->msg, why.msg, sizeof(l->msg));
-        return;
+    l->is_local = strcmp(l->city, self) == 0;
+    if (l->is_local) {
+        bg_strlcpy(l->leg.route, self, sizeof(l->leg.route));
+        return true;
     }
-    *sent = true;
-    if (local) { /* this city's own data: its data space governs, no border crossed */
+    const conf_peer *next = NULL;
+    if (route_table_next_hop(w->gen->rt, l->city, &next) != 0 || next == NULL) {
+        leg_refuse(l, 502, "no_route", "no route from %s to %s", self, l->city);
+        return false;
+    }
+    l->peer = (size_t)(next - w->gen->cfg->peers);
+    char dataset[200];
+    snprintf(dataset, sizeof(dataset), "%s/%s", l->city, run->q.dataset);
+    gw_refusal why;
+    if (!gw_contracts_check_home(w, l->leg.contract, s->conn->id.spiffe_id, dataset,
+                                 space_op_name(run->q.op), &why)) {
+        leg_refuse(l, why.status, why.code, "%s", why.msg);
+        return false;
+    }
+    return true;
+}
+
+/* Sends checked leg |l|: POST |path| with |body| to the next hop, or the own data space. */
+static void leg_send(qrun *run, qleg *l, const char *path, const char *ctype,
+                     const uint8_t *body, size_t len)
+{
+    gw_stream *s = run->s;
+    gw_worker *w = s->conn->w;
+    const char *self = w->srv->cfg->city;
+    if (l->is_local) { /* this city's own data: its data space governs, no border crossed */
         xjob *x = xjob_new(w);
         if (x == NULL || space_leg_decode(body, len, &x->in) != 0) {
             if (x != NULL) {
                 xjob_free(x);
             }
-            *sent = false;
-            l->done = true;
-            l->status = 500;
-            bg_strlcpy(l->code, "internal", sizeof(l->code));
-            bg_strlcpy(l->msg, "out of memory", sizeof(l->msg));
+            leg_finish(l, 0, "internal", "out of memory", NULL, 0);
             return;
         }
         x->leg = l;
@@ -687,27 +751,136 @@ static void leg_start(qrun *run, qleg *l, const uint8_t *body, size_t len, bool 
         xjob_submit(x);
         return;
     }
-    const conf_peer *next = NULL;
-    if (route_table_next_hop(w->gen->rt, l->city, &next) != 0 || next == NULL) {
-        *sent = false;
-        l->done = true;
-        l->status = 502;
-        bg_strlcpy(l->code, "no_route", sizeof(l->code));
-        snprintf(l->msg, sizeof(l->msg), "no route from %s to %s", self, l->city);
-        return;
-    }
-    size_t pi = (size_t)(next - w->gen->cfg->peers);
-    bg_strlcpy(l->leg.path, "/fed/v1/query", sizeof(l->leg.path));
+    bg_strlcpy(l->leg.path, path, sizeof(l->leg.path));
     bg_strlcpy(l->leg.request_id, s->request_id, sizeof(l->leg.request_id));
     bg_strlcpy(l->leg.hops, self, sizeof(l->leg.hops));
     bg_strlcpy(l->leg.dest, l->city, sizeof(l->leg.dest));
-    bg_strlcpy(l->leg.ctype, PB_TYPE, sizeof(l->leg.ctype));
+    bg_strlcpy(l->leg.ctype, ctype, sizeof(l->leg.ctype));
     bg_strlcpy(l->leg.requester, s->conn->id.spiffe_id, sizeof(l->leg.requester));
     if (s->deadline_at_us > 0) {
         uint64_t now = bg_now_us();
         l->leg.deadline_ms = s->deadline_at_us > now ? (s->deadline_at_us - now) / 1000 + 1 : 1;
     }
-    gw_client_leg(w->peers[pi], &l->leg, body, len);
+    gw_client_leg(w->peers[l->peer], &l->leg, body, len);
+}
+
+
+/* Encodes the query (with the participants' certificates when masked) and sends it to every
+ * leg not refused yet. */
+static void send_query_legs(qrun *run)
+{
+    gw_stream *s = run->s;
+    space_leg leg;
+    memset(&leg, 0, sizeof(leg));
+    bg_strlcpy(leg.query_id, run->query_id, sizeof(leg.query_id));
+    leg.q = run->q;
+    leg.masked = run->masked;
+    for (size_t i = 0; run->masked && i < run->nlegs; i++) {
+        qleg *l = &run->legs[i];
+        if (!l->done && l->cert != NULL && leg.nparties < SPACE_WIRE_MAX_PARTIES) {
+            space_party *p = &leg.parties[leg.nparties++];
+            bg_strlcpy(p->city, l->city, sizeof(p->city));
+            p->cert_der = l->cert; /* borrowed for the encode */
+            p->cert_len = l->cert_len;
+        }
+    }
+    if (run->masked && leg.nparties < 2) { /* one city left: it releases quantiles only */
+        run->masked = false;
+        leg.masked = false;
+        leg.nparties = 0;
+    }
+    uint8_t *body = NULL;
+    size_t len = 0;
+    int rv = space_leg_encode(&leg, &body, &len);
+    run->pending = 1; /* held until every leg started */
+    for (size_t i = 0; i < run->nlegs; i++) {
+        qleg *l = &run->legs[i];
+        if (l->done) {
+            continue;
+        }
+        if (rv != 0) {
+            leg_refuse(l, 500, "internal", "cannot encode the query: %s", bg_strerror(rv));
+            continue;
+        }
+        run->pending++;
+        l->sent = true;
+        leg_send(run, l, "/fed/v1/query", PB_TYPE, body, len);
+    }
+    free(body);
+    if (--run->pending == 0) {
+        qrun_phase_done(run);
+    }
+    (void)s;
+}
+
+/* Masked quantiles: the answer of city |l|'s catalog, holding its gateway certificate. */
+static void cert_finish(qleg *l, int status, const char *code, const char *msg,
+                        const uint8_t *body, size_t len)
+{
+    qrun *run = l->run;
+    json_t *j = status == 200 ? json_loadb((const char *)body, len, 0, NULL) : NULL;
+    const char *b64 = json_string_value(json_object_get(j, "gateway_cert"));
+    size_t n = b64 != NULL ? strlen(b64) : 0;
+    if (status == 0) {
+        leg_refuse(l, 502, code != NULL ? code : "bad_gateway", "%s", msg != NULL ? msg : "");
+    } else if (n == 0 || n % 4 != 0 || n > 4 * 16384 / 3 + 4 ||
+               (l->cert = malloc(n / 4 * 3)) == NULL) {
+        leg_refuse(l, 502, "bad_gateway", "%s sent no usable gateway certificate", l->city);
+    } else {
+        int dl = EVP_DecodeBlock(l->cert, (const unsigned char *)b64, (int)n);
+        size_t pad = (size_t)(b64[n - 1] == '=') + (size_t)(n > 1 && b64[n - 2] == '=');
+        if (dl < 0 || (size_t)dl < pad) {
+            free(l->cert);
+            l->cert = NULL;
+            leg_refuse(l, 502, "bad_gateway", "%s sent a malformed gateway certificate", l->city);
+        } else {
+            l->cert_len = (size_t)dl - pad;
+        }
+    }
+    json_decref(j);
+    if (--run->pending == 0) {
+        qrun_phase_done(run);
+    }
+}
+
+static void qrun_phase_done(qrun *run)
+{
+    gw_stream *s = run->s;
+    if (run->fetching) {
+        run->fetching = false;
+        send_query_legs(run);
+        return;
+    }
+    size_t ok = 0, failed = 0;
+    for (size_t i = 0; i < run->nlegs; i++) {
+        ok += run->legs[i].ok;
+        failed += run->legs[i].sent && !run->legs[i].ok;
+    }
+    if (run->masked && failed > 0 && ok > 0 && !run->retried) {
+        /* a party's masks are missing, so the others' grids cannot be unmasked: once more
+         * with the cities that answered (a new query id, so new masks) */
+        run->retried = true;
+        for (size_t i = 0; i < run->nlegs; i++) {
+            qleg *l = &run->legs[i];
+            if (l->ok) {
+                space_result_dispose(&l->result);
+                l->ok = l->done = false;
+            }
+            l->sent = false; /* the failed ones stay done, with their error */
+        }
+        gw_worker_new_request_id(s->conn->w, run->query_id);
+        send_query_legs(run);
+        return;
+    }
+    if (run->masked && failed > 0) { /* masks did not cancel: nothing to merge */
+        for (size_t i = 0; i < run->nlegs; i++) {
+            run->legs[i].ok = false;
+        }
+    }
+    s->ctx = NULL;
+    s->ctx_free = NULL;
+    qrun_answer(run);
+    qrun_free(run);
 }
 
 bool gw_queries_client(gw_stream *s)
@@ -727,8 +900,12 @@ bool gw_queries_client(gw_stream *s)
     }
     const char *ds = json_string_value(json_object_get(root, "dataset"));
     const char *slash = ds != NULL ? strchr(ds, '/') : NULL;
-    if (slash != NULL && !(slash - ds == 1 && ds[0] == '*') && space_schema_find(slash + 1) == NULL) {
-        json_decref(root); /* not a federation dataset: the caller relays it */
+    if (slash != NULL && !(slash - ds == 1 && ds[0] == '*') &&
+        space_schema_find(slash + 1) == NULL && w->srv->store == NULL) {
+        /* not a federation dataset, on a gateway that keeps no contracts (a transport test
+         * federation): the caller relays it opaquely; its city serves it only with
+         * upstream.passthrough */
+        json_decref(root);
         return false;
     }
     qrun *run = calloc(1, sizeof(*run));
@@ -768,37 +945,41 @@ bool gw_queries_client(gw_stream *s)
     bg_strlcpy(s->dataset, run->dataset, sizeof(s->dataset));
     bg_strlcpy(s->operation, space_op_name(run->q.op), sizeof(s->operation));
     bg_strlcpy(s->dest, run->pattern ? "*" : run->legs[0].city, sizeof(s->dest)); /* the log */
-    /* one encoding of the leg serves every city */
-    space_leg leg;
-    memset(&leg, 0, sizeof(leg));
-    char qid[33];
-    gw_worker_new_request_id(w, qid); /* hex, whatever the client's x-request-id */
-    bg_strlcpy(leg.query_id, qid, sizeof(leg.query_id));
-    leg.q = run->q;
-    leg.masked = run->pattern && run->q.op == SPACE_OP_QUANTILES && run->nlegs > 1;
-    uint8_t *body = NULL;
-    size_t len = 0;
-    if (space_leg_encode(&leg, &body, &len) != 0) {
-        free(run);
-        gw_stream_error(s, 500, "internal", "cannot encode the query");
-        return true;
-    }
+    gw_worker_new_request_id(w, run->query_id); /* hex, whatever the client's x-request-id */
+    run->masked = run->pattern && run->q.op == SPACE_OP_QUANTILES && run->nlegs > 1;
     s->ctx = run;
     s->ctx_free = qrun_free;
-    run->pending = run->nlegs + 1; /* +1: held until every leg started */
+    run->pending = 1; /* held until every leg started */
     for (size_t i = 0; i < run->nlegs; i++) {
-        bool sent = false;
-        leg_start(run, &run->legs[i], body, len, &sent);
-        if (!sent) {
-            run->pending--;
+        leg_check(run, &run->legs[i]);
+    }
+    if (run->masked) { /* first every participant's gateway certificate */
+        run->fetching = true;
+        for (size_t i = 0; i < run->nlegs; i++) {
+            qleg *l = &run->legs[i];
+            if (l->done) {
+                continue;
+            }
+            if (l->is_local) {
+                bg_buf der;
+                bg_buf_init(&der);
+                if (trust_tls_cert_der(w->srv->tls, &der) != 0) {
+                    leg_refuse(l, 500, "internal", "cannot read this gateway's certificate");
+                } else {
+                    l->cert = der.data; /* taken */
+                    l->cert_len = der.len;
+                }
+                continue;
+            }
+            run->pending++;
+            leg_send(run, l, "/fed/v1/catalog", "application/json", NULL, 0);
         }
+        if (--run->pending == 0) {
+            qrun_phase_done(run);
+        }
+        return true;
     }
-    free(body);
-    if (--run->pending == 0) {
-        s->ctx = NULL;
-        s->ctx_free = NULL;
-        qrun_answer(run);
-        qrun_free(run);
-    }
+    run->pending = 0;
+    send_query_legs(run);
     return true;
 }

@@ -553,8 +553,17 @@ static json_t *cell_json(const space_query *q, const space_result *r, size_t idx
                          const space_result *const *legs, size_t nlegs)
 {
     const space_cell *c = &r->cells[idx];
-    if (c->supp != SPACE_SUPP_NONE) {
-        return suppressed(c->supp);
+    if (c->supp != SPACE_SUPP_NONE) { /* every figure of the cell, typed, never a number */
+        static const char *const main_member[] = {
+            [SPACE_OP_COUNT] = "count",         [SPACE_OP_SUM] = "sum",
+            [SPACE_OP_MEAN] = "mean",           [SPACE_OP_HISTOGRAM] = "bins",
+            [SPACE_OP_QUANTILES] = "quantiles", [SPACE_OP_AGREEMENT] = "bias",
+        };
+        json_t *o = json_pack("{s:o}", main_member[q->op], suppressed(c->supp));
+        if (q->op != SPACE_OP_COUNT && o != NULL) {
+            json_object_set_new(o, "n", suppressed(c->supp));
+        }
+        return o;
     }
     switch (q->op) {
     case SPACE_OP_COUNT:

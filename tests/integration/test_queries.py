@@ -194,6 +194,41 @@ def main(t):
             "agreement tcb vs tsb over guangzhou + macau: bias %.4f sd %.4f, LoA, proportional "
             "bias > 0, heterogeneity" % (dm, sd), r)
 
+    # -- quantiles across cities: fine grids under secure aggregation, exact on the union
+    pneu_gz = dump("guangzhou", "peds-pneumonia-indicators")
+    pneu_mo = dump("macau", "peds-pneumonia-indicators")
+    probs = [0.05, 0.25, 0.5, 0.75, 0.95]
+    r = ask(gz, {"contracts": {"guangzhou": "local", "macau": c_mo_p},
+                 "dataset": "*/peds-pneumonia-indicators", "op": "quantiles", "field": "crp",
+                 "probs": probs, "group_by": "pathogen"})
+    j = r.json() or {}
+    ok = r.status == 200 and j.get("partial") is False
+    for g in j.get("result", {}).get("groups", []):
+        xs = sorted(float(x["crp"]) for x in pneu_gz + pneu_mo
+                    if x["pathogen"] == g["group"]["pathogen"])
+        want = [round(xs[max(0, math.ceil(p * len(xs)) - 1)], 1) for p in probs]
+        got = [round(q["value"], 1) for q in g.get("quantiles", [])]
+        ok = ok and g.get("n") == len(xs) and got == want
+    t.check(ok and len(j.get("result", {}).get("groups", [])) == 6,
+            "CRP quantiles by pathogen over guangzhou + macau (masked fine grids): exact", r)
+    for city in (gz, mo):
+        e = [x for x in city.access_log_entries() if x.get("route") in ("/fed/v1/catalog",
+                                                                         "/fed/v1/query")]
+        t.check(city is gz or e, "%s answered the certificate and query legs" % city.city, e)
+
+    r = gz.get("/v1/catalog", cert=gz.client("firm"))
+    j = r.json() or {}
+    cities = j.get("cities", {})
+    hk_ds = {d["name"]: d for d in cities.get("hongkong", {}).get("datasets", [])}
+    t.check(r.status == 200 and set(cities) == {"guangzhou", "shenzhen", "hongkong", "macau"}
+            and "stroke-registry" in hk_ds and hk_ds["stroke-registry"]["approx_rows"] == ROWS
+            and any(f["name"] == "nihss" for f in hk_ds["stroke-registry"]["fields"]) and
+            any("统计分析" in o.get("in_your_terms", []) for o in
+                cities.get("hongkong", {}).get("terms", {}).get("operations", [])) and
+            "gateway_cert" not in cities.get("hongkong", {}),
+            "GET /v1/catalog: every city's datasets, fields, sizes, hongkong's terms in "
+            "guangzhou's vocabulary", r)
+
     # -- disclosure: tiny groups are objects, never small numbers
     wt = [["age", ">=", 90]]
     r = ask(gz, {"contract": c_hk, "dataset": "hongkong/stroke-registry", "op": "count",
