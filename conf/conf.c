@@ -662,13 +662,6 @@ static int load_routes(loader *l, const yaml_node_t *n)
                                   "%s: '%s' is a peer and is reached directly; remove this route",
                                   what, r->city);
         }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(cfg->routes[j].city, r->city) == 0) {
-                return conf_yaml_fail(&l->y, v[0], "%s: duplicate route for '%s' (see line %lu)",
-                                      what, r->city,
-                                      conf_yaml_node_line(conf_yaml_item(&l->y, items, j)));
-            }
-        }
         snprintf(what, sizeof(what), "routes[%zu].via", i);
         if ((rv = get_str(l, v[1], what, &r->via)) != 0) {
             return rv;
@@ -676,6 +669,14 @@ static int load_routes(loader *l, const yaml_node_t *n)
         if (conf_gateway_find_peer(cfg, r->via) == NULL) {
             return conf_yaml_fail(&l->y, v[1], "%s: unknown peer '%s' (not in peers)", what,
                         conf_yaml_show(sh, sizeof(sh), r->via, strlen(r->via)));
+        }
+        /* several routes to one city are alternatives, tried in the order written */
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(cfg->routes[j].city, r->city) == 0 && strcmp(cfg->routes[j].via, r->via) == 0) {
+                return conf_yaml_fail(&l->y, v[0], "%s: duplicate route for '%s' via '%s' (see "
+                                      "line %lu)", what, r->city, r->via,
+                                      conf_yaml_node_line(conf_yaml_item(&l->y, items, j)));
+            }
         }
     }
     return 0;

@@ -347,6 +347,9 @@ static void on_agreed(gw_stream *s, int status, const char *ctype_or_code, const
     m.valid_from = b->valid_from;
     m.valid_until = b->valid_until;
     m.max_queries = b->max_queries;
+    if (b->has_epsilon) {
+        trust_store_eps_micro(b->epsilon, &m.eps_total_micro);
+    }
     bg_strlcpy(m.requester, b->requester, sizeof(m.requester));
     int rv = trust_store_put(srv->store, trust_contract_get_id(c), &m, enc.data, enc.len);
     if (rv != 0 && rv != BG_ERR_EXISTS) {
@@ -848,6 +851,9 @@ static void fed_propose(gw_stream *s)
     m.valid_from = cb->valid_from;
     m.valid_until = cb->valid_until;
     m.max_queries = cb->max_queries;
+    if (cb->has_epsilon) {
+        trust_store_eps_micro(cb->epsilon, &m.eps_total_micro);
+    }
     bg_strlcpy(m.requester, cb->requester, sizeof(m.requester));
     rv = trust_store_put(srv->store, trust_contract_get_id(c), &m, enc.data, enc.len);
     if (rv != 0 && rv != BG_ERR_EXISTS) {
@@ -1139,6 +1145,15 @@ static const scope *scope_check(gw_worker *w, const char *id, const char *reques
         snprintf(why->msg, sizeof(why->msg), "contract %s does not permit operation %s", id, op);
         return NULL;
     }
+    if (sc->has_epsilon && strcmp(op, "count") != 0 && strcmp(op, "histogram") != 0 &&
+        strcmp(op, "sum") != 0) {
+        why->status = 403;
+        why->code = "dp_unsupported_operation";
+        snprintf(why->msg, sizeof(why->msg),
+                 "contract %s carries a privacy budget; %s cannot be released with noise (count, "
+                 "histogram and sum can)", id, op);
+        return NULL;
+    }
     return sc;
 }
 
@@ -1198,7 +1213,9 @@ static void run_consume(gw_flushable *f)
         }
         s->in_consume = false;
         who[n] = s;
-        reqs[n] = (trust_store_consume_req){.id = s->contract, .requester = s->requester};
+        reqs[n] = (trust_store_consume_req){.id = s->contract, .requester = s->requester,
+                                            .eps_micro = s->eps_micro,
+                                            .digest = s->eps_micro > 0 ? s->digest : NULL};
         n++;
     }
     w->nconsume = 0;
@@ -1206,6 +1223,8 @@ static void run_consume(gw_flushable *f)
     for (size_t i = 0; i < n; i++) {
         if (reqs[i].result == 0) {
             gw_request_resume(who[i]);
+        } else if (reqs[i].result == TRUST_STORE_CACHED) {
+            gw_queries_fed_cached(who[i]); /* the same noisy answer again, at no cost */
         } else {
             refuse(who[i], reqs[i].result, who[i]->contract);
         }
@@ -1251,6 +1270,14 @@ gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
     }
     if (!check_scope(s, s->contract, s->requester, now, false)) {
         return GW_ENFORCE_STOP;
+    }
+    const scope *sc = scope_cached(w, s->contract);
+    s->eps_micro = 0;
+    if (sc != NULL && sc->has_epsilon && s->route == GW_ROUTE_FED_QUERY && s->ctx != NULL) {
+        /* a noisy release spends a tenth of the contract's privacy budget (docs/queries.md) */
+        uint64_t total = 0;
+        trust_store_eps_micro(sc->epsilon, &total);
+        s->eps_micro = total / GW_DP_RELEASES > 0 ? total / GW_DP_RELEASES : 1;
     }
     /* the budget: queued for this iteration's group commit */
     if (w->nconsume == sizeof(w->consume) / sizeof(w->consume[0])) {

@@ -215,6 +215,8 @@ struct gw_stream {
     const char *err_code; /* error code answered, for the log */
     void *ctx;                 /* a handler's state across outbound calls (contracts) */
     bool in_consume;           /* waiting in w->consume for the group commit */
+    uint64_t eps_micro;        /* provider: privacy budget this query spends (0: none) */
+    uint8_t digest[32];        /* provider: SHA-256 of the query leg's canonical query */
     uint64_t deadline_ms;      /* x-baygate-deadline-ms as received (0: none) */
     uint64_t deadline_at_us;   /* bg_now_us() by which the answer is due (0: none) */
     void (*ctx_free)(void *);  /* frees |ctx| when the stream goes */
@@ -407,6 +409,10 @@ void gw_catalog_fed(gw_stream *s);
 /* Federation dataset names close to |name| ("a, b"), for a 404. */
 void gw_queries_near_names(const char *name, char *out, size_t cap);
 void gw_queries_fed(gw_stream *s);
+/* The group commit found an identical noisy query answered before: publish that answer. */
+void gw_queries_fed_cached(gw_stream *s);
+/* Noisy releases per contract: each spends this fraction of its epsilon. */
+#define GW_DP_RELEASES 10
 
 /* ---- metrics (metrics.c) and access log (accesslog.c) ------------------------------------ */
 

@@ -28,6 +28,7 @@
 #include "space/wire.h"
 #include "trust/disclosure.h"
 #include "trust/secagg.h"
+#include "trust/store.h"
 
 #include <openssl/evp.h>
 
@@ -50,7 +51,9 @@ typedef struct xjob {
     space_leg in;
     char city[64];
     uint32_t k;
-    double epsilon;
+    uint64_t eps_micro; /* this release's privacy budget (0: exact) */
+    uint8_t digest[32];
+    char contract[72];
     char history[400];
     /* out */
     int status; /* 200, or the HTTP status of |code| */
@@ -84,7 +87,7 @@ static void xjob_fail(xjob *x, int status, const char *code, const char *fmt, ..
  * Runs on any thread. Returns true with |r| ready to leave the city. */
 static bool border_check(xjob *x, space_result *r)
 {
-    if (x->epsilon > 0) {
+    if (x->eps_micro > 0) {
         if (r->op != SPACE_OP_COUNT && r->op != SPACE_OP_HISTOGRAM && r->op != SPACE_OP_SUM) {
             xjob_fail(x, 403, "dp_unsupported_operation",
                       "the contract carries a privacy budget; %s cannot be released with noise "
@@ -94,15 +97,11 @@ static bool border_check(xjob *x, space_result *r)
         }
         const space_schema *sc = space_schema_find(x->in.q.dataset);
         int fi = sc != NULL ? space_schema_field(sc, x->in.q.field) : -1;
-        trust_dp dp = {.eps_num = (uint64_t)llround(x->epsilon * 1000.0), .eps_den = 1000,
-                       .sens_count = 1};
+        trust_dp dp = {.eps_num = x->eps_micro, .eps_den = 1000000, .sens_count = 1};
         if (r->op == SPACE_OP_SUM && fi >= 0) {
             const space_field *f = &sc->fields[fi];
             double m = fmax(fabs(f->lo), fabs(f->hi));
             dp.sens_sum = (uint64_t)llround(m / f->resolution);
-        }
-        if (dp.eps_num == 0) {
-            dp.eps_num = 1;
         }
         int rv = trust_disclosure_noise(r, &dp);
         if (rv != 0) {
@@ -211,6 +210,31 @@ static void xjob_run(void *arg)
 static void leg_finish(qleg *l, int status, const char *ctype_or_code, const char *msg,
                        const uint8_t *body, size_t len);
 
+/* Answers leg stream |s| with |x|'s outcome; a noisy answer goes through the contract's noise
+ * cache first, so that only the first noisy answer to a query is ever published. */
+static void provider_publish(xjob *x, gw_stream *s)
+{
+    if (x->status == 200 && x->eps_micro > 0) {
+        /* the first noisy answer to this query is the one ever published */
+        trust_store *st = x->w->srv->store;
+        bg_buf first;
+        bg_buf_init(&first);
+        int rv = trust_store_noise_put(st, x->contract, x->digest, x->answer, x->answer_len);
+        if ((rv == 0 || rv == BG_ERR_EXISTS) &&
+            trust_store_noise_get(st, x->contract, x->digest, &first) == 0) {
+            gw_stream_respond(s, 200, PB_TYPE, first.data, first.len);
+        } else {
+            gw_stream_error(s, 503, "store_unavailable",
+                            "the noisy answer could not be recorded: %s", bg_strerror(rv));
+        }
+        bg_buf_dispose(&first);
+    } else if (x->status == 200) {
+        gw_stream_respond(s, 200, PB_TYPE, x->answer, x->answer_len);
+    } else {
+        gw_stream_error(s, x->status, x->code, "%s", x->msg);
+    }
+}
+
 /* Loop thread: the executor finished |j|. */
 static void xjob_deliver(gw_job *j)
 {
@@ -219,11 +243,7 @@ static void xjob_deliver(gw_job *j)
         gw_stream *s = x->s;
         s->ctx = NULL;
         s->ctx_free = NULL;
-        if (x->status == 200) {
-            gw_stream_respond(s, 200, PB_TYPE, x->answer, x->answer_len);
-        } else {
-            gw_stream_error(s, x->status, x->code, "%s", x->msg);
-        }
+        provider_publish(x, s);
     } else if (x->leg != NULL) {
         if (x->status == 200) {
             leg_finish(x->leg, 200, PB_TYPE, NULL, x->answer, x->answer_len);
@@ -312,11 +332,20 @@ static void on_upstream_state(gw_stream *s, int status, const char *ctype_or_cod
         encode_answer(x, &r);
     }
     space_result_dispose(&r);
-    if (x->status == 200) {
-        gw_stream_respond(s, 200, PB_TYPE, x->answer, x->answer_len);
+    provider_publish(x, s);
+}
+
+void gw_queries_fed_cached(gw_stream *s)
+{
+    bg_buf b;
+    bg_buf_init(&b);
+    int rv = trust_store_noise_get(s->conn->w->srv->store, s->contract, s->digest, &b);
+    if (rv == 0) {
+        gw_stream_respond(s, 200, PB_TYPE, b.data, b.len);
     } else {
-        gw_stream_error(s, x->status, x->code, "%s", x->msg);
+        gw_stream_error(s, 503, "store_unavailable", "cached answer: %s", bg_strerror(rv));
     }
+    bg_buf_dispose(&b);
 }
 
 bool gw_queries_fed_parse(gw_stream *s)
@@ -335,6 +364,12 @@ bool gw_queries_fed_parse(gw_stream *s)
     }
     s->ctx = x;
     s->ctx_free = xjob_ctx_free;
+    uint8_t *qb = NULL;
+    size_t qlen = 0;
+    if (space_query_encode(&x->in.q, &qb, &qlen) == 0) { /* names the query for the DP cache */
+        EVP_Digest(qb, qlen, s->digest, NULL, EVP_sha256(), NULL);
+        free(qb);
+    }
     snprintf(s->dataset, sizeof(s->dataset), "%s/%s", w->srv->cfg->city, x->in.q.dataset);
     bg_strlcpy(s->operation, space_op_name(x->in.q.op), sizeof(s->operation));
     return true;
@@ -362,7 +397,9 @@ void gw_queries_fed(gw_stream *s)
     uint32_t ck = 0;
     if (s->contract[0] && gw_contracts_limits(w, s->contract, &ck, &eps)) {
         x->k = ck > x->k ? ck : x->k;
-        x->epsilon = eps;
+        x->eps_micro = eps > 0 ? s->eps_micro : 0;
+        memcpy(x->digest, s->digest, sizeof(x->digest));
+        bg_strlcpy(x->contract, s->contract, sizeof(x->contract));
     }
     snprintf(x->history, sizeof(x->history), "%s|%s", s->contract, s->requester);
     if (w->srv->space != NULL) {

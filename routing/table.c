@@ -16,11 +16,12 @@
 typedef struct route_entry {
     const char *city;      /* borrowed from the config */
     const conf_peer *peer; /* borrowed from the config */
+    size_t order;          /* preference: the peer itself first, then routes as written */
 } route_entry;
 
 struct route_table {
     char *self; /* own city, copied */
-    route_entry *entries; /* sorted by city, unique */
+    route_entry *entries; /* sorted by city, then preference */
     size_t n;
 };
 
@@ -34,7 +35,8 @@ static int entry_cmp(const void *a, const void *b)
 {
     const route_entry *x = a;
     const route_entry *y = b;
-    return strcmp(x->city, y->city);
+    int c = strcmp(x->city, y->city);
+    return c != 0 ? c : (x->order > y->order) - (x->order < y->order);
 }
 
 static int key_cmp(const void *key, const void *elem)
@@ -82,6 +84,7 @@ int route_table_new(route_table **out, const conf_gateway *cfg, bg_errbuf *eb)
         }
         t->entries[t->n].city = p->name;
         t->entries[t->n].peer = p;
+        t->entries[t->n].order = t->n;
         t->n++;
     }
     for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -99,15 +102,18 @@ int route_table_new(route_table **out, const conf_gateway *cfg, bg_errbuf *eb)
         }
         t->entries[t->n].city = r->city;
         t->entries[t->n].peer = via;
+        t->entries[t->n].order = t->n;
         t->n++;
     }
     if (t->n > 1) {
         qsort(t->entries, t->n, sizeof(*t->entries), entry_cmp);
     }
     for (size_t i = 1; i < t->n; i++) {
-        if (strcmp(t->entries[i - 1].city, t->entries[i].city) == 0) {
-            rv = bg_errf(eb, BG_ERR_CONF_INVALID, "%s: route table: '%s' has two routes", name,
-                         t->entries[i].city);
+        if (strcmp(t->entries[i - 1].city, t->entries[i].city) == 0 &&
+            (t->entries[i - 1].peer == t->entries[i].peer ||
+             (t->entries[i - 1].order < cfg->npeers && t->entries[i].order < cfg->npeers))) {
+            rv = bg_errf(eb, BG_ERR_CONF_INVALID, "%s: route table: '%s' twice via '%s'", name,
+                         t->entries[i].city, t->entries[i].peer->name);
             goto fail_free;
         }
     }
@@ -142,12 +148,32 @@ int route_table_next_hop(const route_table *t, const char *dest_city, const conf
     if (t->n == 0) {
         return BG_ERR_NO_ROUTE;
     }
-    const route_entry *e = bsearch(dest_city, t->entries, t->n, sizeof(*t->entries), key_cmp);
-    if (e == NULL) {
+    const conf_peer *one[1];
+    if (route_table_next_hops(t, dest_city, one, 1) == 0) {
         return BG_ERR_NO_ROUTE;
     }
-    *peer = e->peer;
+    *peer = one[0];
     return 0;
+}
+
+size_t route_table_next_hops(const route_table *t, const char *dest_city, const conf_peer **out,
+                             size_t max)
+{
+    if (dest_city == NULL || t->n == 0 || strcmp(dest_city, t->self) == 0) {
+        return 0;
+    }
+    const route_entry *e = bsearch(dest_city, t->entries, t->n, sizeof(*t->entries), key_cmp);
+    if (e == NULL) {
+        return 0;
+    }
+    while (e > t->entries && strcmp(e[-1].city, dest_city) == 0) { /* the first alternative */
+        e--;
+    }
+    size_t n = 0;
+    for (; e < t->entries + t->n && strcmp(e->city, dest_city) == 0 && n < max; e++) {
+        out[n++] = e->peer;
+    }
+    return n;
 }
 
 int route_dataset_city(const char *dataset, char *city, size_t city_len)

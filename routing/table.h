@@ -21,6 +21,13 @@ void route_table_free(route_table *t); /* NULL is a no-op */
  * or BG_ERR_NO_ROUTE. */
 int route_table_next_hop(const route_table *t, const char *dest_city, const conf_peer **peer);
 
+/* The next-hop peers toward |dest_city| in order of preference (the peer of that city itself,
+ * then `routes:` entries in the order written), at most |max| into |out| (borrowed from |t|'s
+ * config). Returns how many; 0 for the own city or no route. Picking among them by session
+ * health is the gateway's job. */
+size_t route_table_next_hops(const route_table *t, const char *dest_city, const conf_peer **out,
+                             size_t max);
+
 /* Splits a dataset reference "<city>/<name>" (city [a-z][a-z0-9-]{0,62}, name
  * [A-Za-z0-9._-]{1,128}) writing the city into |city| (NUL-terminated). Returns 0 or
  * BG_ERR_INVAL. */

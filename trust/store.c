@@ -2,6 +2,7 @@
  * transaction) stop here: callers get BG_ERR_* and copies. */
 #include "trust/store.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -12,13 +13,16 @@
 #include <lmdb.h>
 
 #define DEFAULT_MAP (64u * 1024u * 1024u)
-#define RECORD_MAGIC 0x42474331u /* "BGC1" */
+#define RECORD_MAGIC 0x42474332u /* "BGC2": format 2 (format 1 was "BGC1") */
+#define NOISE_KEY_LEN (TRUST_STORE_ID_LEN + TRUST_STORE_DIGEST_LEN)
 
 struct trust_store {
     MDB_env *env;
     MDB_dbi contracts;    /* id -> record */
     MDB_dbi by_requester; /* requester -> id (MDB_DUPSORT) */
     MDB_dbi proposals;    /* proposal key -> contract id */
+    MDB_dbi noise;        /* contract id + query digest -> first noisy answer stored */
+    MDB_dbi info;         /* "version" -> uint32 TRUST_STORE_VERSION */
     size_t map_size;
     /* Every transaction holds this shared; growing the map (MDB_MAP_FULL) needs it exclusive,
      * because mdb_env_set_mapsize() requires that no transaction is open in the process. */
@@ -36,12 +40,59 @@ typedef struct record_hdr {
     uint32_t used;
     uint32_t requester_len;
     uint32_t reserved;
+    uint64_t eps_total_micro;
+    uint64_t eps_spent_micro; /* <= eps_total_micro */
 } record_hdr;
-_Static_assert(sizeof(record_hdr) == 40, "record header layout");
+_Static_assert(sizeof(record_hdr) == 56, "record header layout");
+_Static_assert(TRUST_STORE_NOISE_MAX <= SIZE_MAX, "noise bound fits size_t");
+
+static const char VERSION_KEY[] = "version";
 
 static int mdb_err(int rc)
 {
     return rc == MDB_NOTFOUND ? BG_ERR_NOTFOUND : rc == ENOMEM ? BG_ERR_NOMEM : BG_ERR_STORE;
+}
+
+/* Reads the format version into |*version|, stamping a new (or empty) store with ours. Format 1
+ * had no version record, so a store with contracts but no record is format 1. Returns 0 or an
+ * LMDB code. */
+static int check_version(trust_store *s, MDB_txn *txn, uint32_t *version)
+{
+    MDB_val k = {sizeof(VERSION_KEY) - 1, (void *)(uintptr_t)VERSION_KEY}, v;
+    int rc = mdb_get(txn, s->info, &k, &v);
+    if (rc == 0) {
+        if (v.mv_size != sizeof(*version)) {
+            return MDB_CORRUPTED;
+        }
+        memcpy(version, v.mv_data, sizeof(*version));
+        return 0;
+    }
+    if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    MDB_stat st;
+    rc = mdb_stat(txn, s->contracts, &st);
+    if (rc != 0) {
+        return rc;
+    }
+    if (st.ms_entries > 0) {
+        *version = 1;
+        return 0;
+    }
+    uint32_t ours = TRUST_STORE_VERSION;
+    MDB_val nv = {sizeof(ours), &ours};
+    *version = ours;
+    return mdb_put(txn, s->info, &k, &nv, 0);
+}
+
+int trust_store_eps_micro(double eps, uint64_t *out)
+{
+    /* !(>=) also refuses NaN; 2^63 keeps the cast defined and sums far from wrapping */
+    if (!(eps >= 0.0) || eps * (double)TRUST_STORE_EPS_MICRO >= 9223372036854775808.0) {
+        return BG_ERR_RANGE;
+    }
+    *out = (uint64_t)(eps * (double)TRUST_STORE_EPS_MICRO + 0.5);
+    return 0;
 }
 
 int trust_store_open(trust_store **out, const char *dir, size_t map_size, bg_errbuf *eb)
@@ -82,6 +133,32 @@ int trust_store_open(trust_store **out, const char *dir, size_t map_size, bg_err
     }
     if (rc == 0) {
         rc = mdb_dbi_open(txn, "proposals", MDB_CREATE, &s->proposals);
+    }
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "noise", MDB_CREATE, &s->noise);
+    }
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "store_info", MDB_CREATE, &s->info);
+    }
+    uint32_t version = TRUST_STORE_VERSION;
+    if (rc == 0) {
+        rc = check_version(s, txn, &version);
+    }
+    if (rc == 0 && version != TRUST_STORE_VERSION) {
+        mdb_txn_abort(txn);
+        mdb_env_close(s->env);
+        free(s);
+        if (version < TRUST_STORE_VERSION) {
+            return bg_errf(eb, BG_ERR_STORE,
+                           "%s: store format version %u is older than this build's %u and "
+                           "cannot be migrated (its contracts carry no epsilon budget): move "
+                           "the directory aside and negotiate the contracts again",
+                           dir, (unsigned)version, (unsigned)TRUST_STORE_VERSION);
+        }
+        return bg_errf(eb, BG_ERR_STORE,
+                       "%s: store format version %u is newer than this build's %u: run the "
+                       "baygate that wrote it",
+                       dir, (unsigned)version, (unsigned)TRUST_STORE_VERSION);
     }
     if (rc == 0) {
         rc = mdb_txn_commit(txn);
@@ -139,6 +216,8 @@ static void unpack(const MDB_val *v, trust_store_meta *m, const uint8_t **bytes,
     m->valid_until = h.valid_until;
     m->max_queries = h.max_queries;
     m->used = h.used;
+    m->eps_total_micro = h.eps_total_micro;
+    m->eps_spent_micro = h.eps_spent_micro;
     size_t rl = h.requester_len > TRUST_STORE_REQUESTER_MAX ? TRUST_STORE_REQUESTER_MAX
                                                              : h.requester_len;
     memcpy(m->requester, (const uint8_t *)v->mv_data + sizeof(h), rl);
@@ -157,7 +236,7 @@ static bool record_ok(const MDB_val *v)
     }
     memcpy(&h, v->mv_data, sizeof(h));
     return h.magic == RECORD_MAGIC && h.requester_len <= TRUST_STORE_REQUESTER_MAX &&
-           sizeof(h) + h.requester_len <= v->mv_size;
+           sizeof(h) + h.requester_len <= v->mv_size && h.eps_spent_micro <= h.eps_total_micro;
 }
 
 static bool valid_id(const char *id)
@@ -178,6 +257,23 @@ static MDB_val key_of(const char *id)
 {
     MDB_val k = {TRUST_STORE_ID_LEN, (void *)(uintptr_t)id};
     return k;
+}
+
+/* The noise cache key: contract id, then the query digest; |buf| holds it. */
+static MDB_val noise_key(uint8_t buf[NOISE_KEY_LEN], const char *id, const uint8_t *digest)
+{
+    memcpy(buf, id, TRUST_STORE_ID_LEN);
+    memcpy(buf + TRUST_STORE_ID_LEN, digest, TRUST_STORE_DIGEST_LEN);
+    MDB_val k = {NOISE_KEY_LEN, buf};
+    return k;
+}
+
+/* Stores |answer| under |k| unless a value is there already (MDB_KEYEXIST then). */
+static int put_answer(trust_store *s, MDB_txn *txn, MDB_val *k, const uint8_t *answer, size_t len)
+{
+    static const uint8_t empty[1];
+    MDB_val v = {len, (void *)(uintptr_t)(len > 0 ? answer : empty)};
+    return mdb_put(txn, s->noise, k, &v, MDB_NOOVERWRITE);
 }
 
 /* One write transaction running |fn|; retries once per map growth on MDB_MAP_FULL. |fn|
@@ -250,6 +346,8 @@ static int do_put(trust_store *s, MDB_txn *txn, void *arg)
         .max_queries = a->meta->max_queries,
         .used = a->meta->used,
         .requester_len = (uint32_t)rl,
+        .eps_total_micro = a->meta->eps_total_micro,
+        .eps_spent_micro = a->meta->eps_spent_micro,
     };
     MDB_val nv = {sizeof(h) + rl + a->len, NULL};
     rc = mdb_put(txn, s->contracts, &k, &nv, MDB_RESERVE);
@@ -271,7 +369,8 @@ int trust_store_put(trust_store *s, const char *id, const trust_store_meta *meta
                     const uint8_t *bytes, size_t len)
 {
     if (!valid_id(id) || meta->requester[0] == 0 ||
-        strlen(meta->requester) > TRUST_STORE_REQUESTER_MAX) {
+        strlen(meta->requester) > TRUST_STORE_REQUESTER_MAX ||
+        meta->eps_spent_micro > meta->eps_total_micro) {
         return BG_ERR_INVAL;
     }
     put_arg a = {id, meta, bytes, len};
@@ -319,6 +418,11 @@ typedef struct update_arg {
     const char *requester;
     int64_t now;
     trust_store_meta *meta;
+    uint64_t eps_micro;
+    const uint8_t *digest; /* NULL: not cacheable */
+    const uint8_t *answer; /* NULL: none to cache; needs |digest| */
+    size_t answer_len;
+    bool cached; /* out: a cached answer exists, nothing spent */
 } update_arg;
 
 /* Rewrites the record of |a->id| with state |a->state| (and new bytes if given). */
@@ -373,8 +477,10 @@ int trust_store_update(trust_store *s, const char *id, uint32_t state, const uin
     return write_txn(s, do_update, &a);
 }
 
-/* Usage control: check, then count (the counter lives in the record header; the record is
- * copied, bumped and put back in the same write transaction). */
+/* Usage control: check, then count (the counters live in the record header; the record is
+ * copied, bumped and put back in the same write transaction, so the query count, the epsilon
+ * spend and the cached answer commit together or not at all). Refusals return a BG_ERR_*
+ * before anything is written; after the first write only LMDB codes, which abort the txn. */
 static int do_consume(trust_store *s, MDB_txn *txn, void *arg)
 {
     update_arg *a = arg;
@@ -397,8 +503,30 @@ static int do_consume(trust_store *s, MDB_txn *txn, void *arg)
     if (a->now < m.valid_from || a->now >= m.valid_until) {
         return BG_ERR_CONTRACT_EXPIRED;
     }
+    uint8_t nkbuf[NOISE_KEY_LEN];
+    MDB_val nk = {0, NULL};
+    if (a->digest != NULL) {
+        /* A replay releases nothing new, so it costs nothing and no limit applies: answering
+         * it is what stops averaging (METHODS s.2). Looked up in this write txn, so an answer
+         * cached by an earlier request of the batch counts. */
+        MDB_val nv;
+        nk = noise_key(nkbuf, a->id, a->digest);
+        rc = mdb_get(txn, s->noise, &nk, &nv);
+        if (rc == 0) {
+            a->cached = true;
+            *a->meta = m;
+            return 0;
+        }
+        if (rc != MDB_NOTFOUND) {
+            return rc;
+        }
+    }
     if (m.max_queries != 0 && m.used >= m.max_queries) {
         return BG_ERR_BUDGET_EXHAUSTED;
+    }
+    assert(m.eps_spent_micro <= m.eps_total_micro); /* record_ok() */
+    if (a->eps_micro > m.eps_total_micro - m.eps_spent_micro) {
+        return BG_ERR_BUDGET_EXHAUSTED; /* also every spend on a contract without a budget */
     }
     /* copy, bump, write back: v is only valid until the next write in this txn */
     uint8_t *copy = malloc(v.mv_size);
@@ -409,12 +537,18 @@ static int do_consume(trust_store *s, MDB_txn *txn, void *arg)
     record_hdr h;
     memcpy(&h, copy, sizeof(h));
     h.used++;
+    h.eps_spent_micro += a->eps_micro;
     memcpy(copy, &h, sizeof(h));
     MDB_val nv = {v.mv_size, copy};
     rc = mdb_put(txn, s->contracts, &k, &nv, 0);
     free(copy);
+    if (rc == 0 && a->answer != NULL) {
+        assert(a->digest != NULL && a->answer_len <= TRUST_STORE_NOISE_MAX);
+        rc = put_answer(s, txn, &nk, a->answer, a->answer_len); /* absent: looked up above */
+    }
     if (rc == 0) {
         m.used = h.used;
+        m.eps_spent_micro = h.eps_spent_micro;
         *a->meta = m;
     }
     return rc;
@@ -435,7 +569,22 @@ static int do_batch(trust_store *s, MDB_txn *txn, void *arg)
             r->result = BG_ERR_NOTFOUND;
             continue;
         }
-        update_arg a = {.id = r->id, .requester = r->requester, .now = b->now, .meta = &r->meta};
+        if (r->answer != NULL && r->digest == NULL) {
+            r->result = BG_ERR_INVAL;
+            continue;
+        }
+        if (r->answer != NULL && r->answer_len > TRUST_STORE_NOISE_MAX) {
+            r->result = BG_ERR_TOO_LARGE;
+            continue;
+        }
+        update_arg a = {.id = r->id,
+                        .requester = r->requester,
+                        .now = b->now,
+                        .meta = &r->meta,
+                        .eps_micro = r->eps_micro,
+                        .digest = r->digest,
+                        .answer = r->answer,
+                        .answer_len = r->answer_len};
         int rc = do_consume(s, txn, &a);
         if (rc == MDB_NOTFOUND) {
             r->result = BG_ERR_NOTFOUND;
@@ -444,7 +593,7 @@ static int do_batch(trust_store *s, MDB_txn *txn, void *arg)
         } else if (rc != 0) {
             return rc; /* LMDB failed: the whole batch aborts */
         } else {
-            r->result = 0;
+            r->result = a.cached ? TRUST_STORE_CACHED : 0;
         }
     }
     return 0;
@@ -479,6 +628,71 @@ int trust_store_consume(trust_store *s, const char *id, const char *requester, i
         *meta = m;
     }
     return rc;
+}
+
+typedef struct noise_arg {
+    const char *id;
+    const uint8_t *digest;
+    const uint8_t *answer;
+    size_t len;
+} noise_arg;
+
+static int do_noise_put(trust_store *s, MDB_txn *txn, void *arg)
+{
+    noise_arg *a = arg;
+    MDB_val ck = key_of(a->id), cv;
+    int rc = mdb_get(txn, s->contracts, &ck, &cv);
+    if (rc != 0) {
+        return rc; /* MDB_NOTFOUND: no such contract */
+    }
+    uint8_t kbuf[NOISE_KEY_LEN];
+    MDB_val k = noise_key(kbuf, a->id, a->digest);
+    rc = put_answer(s, txn, &k, a->answer, a->len);
+    /* first writer wins: a second draw must never replace a published answer */
+    return rc == MDB_KEYEXIST ? BG_ERR_EXISTS : rc;
+}
+
+int trust_store_noise_put(trust_store *s, const char *id,
+                          const uint8_t digest[TRUST_STORE_DIGEST_LEN], const uint8_t *answer,
+                          size_t len)
+{
+    if (!valid_id(id) || (answer == NULL && len > 0)) {
+        return BG_ERR_INVAL;
+    }
+    if (len > TRUST_STORE_NOISE_MAX) {
+        return BG_ERR_TOO_LARGE;
+    }
+    noise_arg a = {id, digest, answer, len};
+    return write_txn(s, do_noise_put, &a);
+}
+
+int trust_store_noise_get(trust_store *s, const char *id,
+                          const uint8_t digest[TRUST_STORE_DIGEST_LEN], bg_buf *answer)
+{
+    if (!valid_id(id)) {
+        return BG_ERR_NOTFOUND;
+    }
+    pthread_rwlock_rdlock(&s->grow);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&s->grow);
+        return mdb_err(rc);
+    }
+    uint8_t kbuf[NOISE_KEY_LEN];
+    MDB_val k = noise_key(kbuf, id, digest), v;
+    rc = mdb_get(txn, s->noise, &k, &v);
+    int out;
+    if (rc != 0) {
+        out = mdb_err(rc);
+    } else if (v.mv_size > TRUST_STORE_NOISE_MAX) {
+        out = BG_ERR_STORE;
+    } else {
+        out = bg_buf_append(answer, v.mv_data, v.mv_size); /* copies out before the txn ends */
+    }
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->grow);
+    return out;
 }
 
 typedef struct alias_arg {

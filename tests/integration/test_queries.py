@@ -273,6 +273,44 @@ def main(t):
             "differencing attack: age>=%d answered (%d), age>=%d suppressed (differs by %d < k)"
             % (a, n1, a + 1, n1 - n2), (r1, r2))
 
+    # -- differential privacy: a contract with a privacy budget gets exact discrete-Laplace
+    # noise, a tenth of the budget per release; an identical query is answered from the cache
+    # with the same noise at no cost; the eleventh distinct release is refused
+    r = propose(gz, {"provider": "hongkong", "datasets": ["hongkong/liver-cancer"],
+                     "purpose": "科研", "operations": ["统计分析"], "legal_basis": "伦理审查批准",
+                     "valid_days": 30, "max_queries": 100, "epsilon": 1.0})
+    t.require(r.status == 201 and r.json().get("effective", {}).get("epsilon") == 1.0,
+              "contract with epsilon 1.0", r)
+    c_dp = r.json()["id"]
+    liver = dump("hongkong", "liver-cancer")
+
+    def dp(age):
+        return ask(gz, {"contract": c_dp, "dataset": "hongkong/liver-cancer", "op": "count",
+                        "where": [["age", ">=", age]]})
+    r1, r2 = dp(40), dp(40)
+    v1 = (r1.json() or {}).get("result", {}).get("count", {})
+    v2 = (r2.json() or {}).get("result", {}).get("count", {})
+    true40 = sum(1 for x in liver if float(x["age"]) >= 40)
+    t.check(r1.status == 200 and isinstance(v1, dict) and
+            v1.get("noise", {}).get("mechanism") == "discrete_laplace" and
+            abs(v1.get("noise", {}).get("scale", 0) - 10.0) < 1e-9 and
+            abs(v1.get("value", -1e9) - true40) < 200,
+            "noisy count typed with its mechanism and scale 10 (epsilon 0.1 per release), "
+            "near the truth %d" % true40, r1)
+    t.check(r2.status == 200 and v2 == v1, "the identical query: the same noisy answer (cache)",
+            (r1, r2))
+    statuses = [dp(41 + i).status for i in range(9)]
+    r = dp(60)
+    t.check(statuses == [200] * 9 and r.status == 429 and r.error_code() == "budget_exhausted",
+            "ten distinct releases spend the budget; the eleventh is refused 429", (statuses, r))
+    r = dp(40)
+    t.check(r.status == 200 and (r.json() or {}).get("result", {}).get("count") == v1,
+            "the first query, asked again after the budget is spent: still its cached answer", r)
+    r = ask(gz, {"contract": c_dp, "dataset": "hongkong/liver-cancer", "op": "mean",
+                 "field": "afp"})
+    t.check(r.status == 403 and r.error_code() == "dp_unsupported_operation",
+            "mean under a privacy budget: 403 dp_unsupported_operation", r)
+
     # -- three hops: hongkong -> shenzhen -> guangzhou -> macau
     pneu = dump("macau", "peds-pneumonia-indicators")
     r = ask(hk, {"contract": c_hk_mo, "dataset": "macau/peds-pneumonia-indicators",

@@ -650,8 +650,19 @@ static void test_conf_gateway_load_buffer_routes(void **state)
     expect_fail(PEERS "routes:\n  - {city: macau, via: macau}\n", 15, "is a peer");
     expect_fail(PEERS "routes:\n  - {city: Hong-Kong, via: macau}\n", 15, "not a valid city id");
     expect_fail(PEERS "routes:\n  - {city: hongkong, via: macau}\n"
-                      "  - {city: hongkong, via: shenzhen}\n",
-                16, "duplicate route for 'hongkong' (see line 15)");
+                      "  - {city: hongkong, via: macau}\n",
+                16, "duplicate route for 'hongkong' via 'macau' (see line 15)");
+    {   /* two routes to one city through different peers: alternatives, in order */
+        const char *y = PEERS "routes:\n  - {city: hongkong, via: macau}\n"
+                              "  - {city: hongkong, via: shenzhen}\n";
+        conf_gateway *alt = NULL;
+        bg_errbuf eb2 = {{0}};
+        assert_int_equal(conf_gateway_load_buffer(&alt, "t.yaml", (const uint8_t *)y, strlen(y),
+                                                  &eb2), 0);
+        assert_int_equal(alt->nroutes, 2);
+        assert_string_equal(alt->routes[1].via, "shenzhen");
+        conf_gateway_free(alt);
+    }
     expect_fail(PEERS "routes:\n  - {city: hongkong}\n", 15, "missing required key 'via'");
     expect_fail(PEERS "routes:\n  - {via: macau}\n", 15, "missing required key 'city'");
     /* Routes before peers in the file still see every peer. */

@@ -116,6 +116,35 @@ static void test_route_table_next_hop_no_peers(void **state)
     route_table_free(NULL);
 }
 
+/* Alternatives: the direct peer first, then routes in the order written. */
+static void test_route_table_next_hops_alternatives(void **state)
+{
+    (void)state;
+    conf_peer peers[3] = {{.name = (char *)"shenzhen"}, {.name = (char *)"zhuhai"},
+                          {.name = (char *)"macau"}};
+    conf_route routes[3] = {{.city = (char *)"hongkong", .via = (char *)"shenzhen"},
+                            {.city = (char *)"taipa", .via = (char *)"macau"},
+                            {.city = (char *)"hongkong", .via = (char *)"zhuhai"}};
+    conf_gateway cfg = {.city = (char *)"guangzhou", .peers = peers, .npeers = 3,
+                        .routes = routes, .nroutes = 3};
+    route_table *t = NULL;
+    assert_int_equal(route_table_new(&t, &cfg, NULL), 0);
+    const conf_peer *hops[4];
+    assert_int_equal(route_table_next_hops(t, "hongkong", hops, 4), 2);
+    assert_ptr_equal(hops[0], &peers[0]);
+    assert_ptr_equal(hops[1], &peers[1]);
+    assert_int_equal(route_table_next_hops(t, "hongkong", hops, 1), 1);
+    assert_ptr_equal(hops[0], &peers[0]);
+    assert_int_equal(route_table_next_hops(t, "taipa", hops, 4), 1);
+    assert_ptr_equal(hops[0], &peers[2]);
+    assert_int_equal(route_table_next_hops(t, "guangzhou", hops, 4), 0);
+    assert_int_equal(route_table_next_hops(t, "nowhere", hops, 4), 0);
+    const conf_peer *p = NULL;
+    assert_int_equal(route_table_next_hop(t, "hongkong", &p), 0);
+    assert_ptr_equal(p, &peers[0]);
+    route_table_free(t);
+}
+
 /* ---- route_table_new on configs conf/ would reject ---- */
 
 static void test_route_table_new_invalid(void **state)
@@ -338,6 +367,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_route_table_next_hop_unknown, setup, teardown),
         cmocka_unit_test(test_route_table_next_hop_no_peers),
         cmocka_unit_test(test_route_table_new_invalid),
+        cmocka_unit_test(test_route_table_next_hops_alternatives),
         cmocka_unit_test(test_route_dataset_city_valid),
         cmocka_unit_test(test_route_dataset_city_invalid),
         cmocka_unit_test(test_route_hops_check_ok),
