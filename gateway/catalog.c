@@ -248,7 +248,7 @@ void gw_catalog_client(gw_stream *s)
             run->pending--;
             continue;
         }
-        if (route_table_next_hop(w->gen->rt, l->city, &next) != 0 || next == NULL) {
+        if ((next = gw_route_pick(w, l->city, NULL)) == NULL) {
             l->answer = json_pack("{s:s,s:s}", "status", "error", "code", "no_route");
             run->pending--;
             continue;

@@ -981,7 +981,15 @@ static void start(gw_client *cl, gw_stream *s, const char *path, const char *hop
     if (s->deadline_at_us > 0) {
         uint64_t now = bg_now_us();
         uint64_t left = s->deadline_at_us > now ? (s->deadline_at_us - now) / 1000 : 0;
-        bg_fmt_u64(cs->deadline, left > 0 ? left : 1);
+        if (left <= 1) { /* expired here: not forwarded */
+            s->up = NULL;
+            cstream_free(cs);
+            gw_stream_error(s, 504, "deadline_exceeded",
+                            "the query's deadline passed before it left %s",
+                            s->conn->w->srv->cfg->city);
+            return;
+        }
+        bg_fmt_u64(cs->deadline, left);
     }
     s->up = cs;
     enqueue(cl, cs, st);

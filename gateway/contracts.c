@@ -173,7 +173,7 @@ static int json_strings(json_t *a, const char **out, size_t cap, size_t *n)
 static const conf_peer *next_hop(gw_stream *s, const char *city)
 {
     const conf_peer *next = NULL;
-    if (route_table_next_hop(s->conn->w->gen->rt, city, &next) != 0 || next == NULL) {
+    if ((next = gw_route_pick(s->conn->w, city, NULL)) == NULL) {
         return NULL;
     }
     return next;

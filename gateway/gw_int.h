@@ -97,6 +97,7 @@ struct gw_server {
     struct trust_store *store; /* contracts (LMDB at ledger.path); NULL without profiles */
     struct space_db *space;     /* the embedded data space (upstream builtin), else NULL */
     struct space_pool *pool;    /* its executor threads */
+    struct gw_answers *answers; /* queries.c: recent leg answers by query id (retries) */
     gw_gen *gen;          /* newest generation (main's reference); guarded by gen_mu */
     pthread_mutex_t gen_mu;
     gw_accesslog *alog;
@@ -352,6 +353,10 @@ void gw_cstream_consumed(gw_cstream *cs, size_t n);
 
 /* ---- request pipeline (handlers.c) ------------------------------------------------------- */
 
+/* The next-hop peer toward |city| among the configured alternatives: a connected session
+ * first, then one connecting, then one backing off, in the configured order; never |avoid|
+ * (may be NULL). NULL: no route (or the own city). */
+const conf_peer *gw_route_pick(gw_worker *w, const char *city, const conf_peer *avoid);
 /* Classifies |s| at end of headers (sets s->route). */
 void gw_request_classify(gw_stream *s);
 /* The request is complete (END_STREAM): authenticate, route, enforce, forward. */
@@ -411,6 +416,11 @@ void gw_queries_near_names(const char *name, char *out, size_t cap);
 void gw_queries_fed(gw_stream *s);
 /* The group commit found an identical noisy query answered before: publish that answer. */
 void gw_queries_fed_cached(gw_stream *s);
+/* The process's recent-answers table (for retried legs): gw_answers_new() before the workers
+ * start, gw_answers_free() after they stopped. */
+typedef struct gw_answers gw_answers;
+int gw_answers_new(gw_server *srv);
+void gw_answers_free(gw_server *srv);
 /* Noisy releases per contract: each spends this fraction of its epsilon. */
 #define GW_DP_RELEASES 10
 

@@ -160,6 +160,26 @@ static bool stage_parse(gw_stream *s)
     return true;
 }
 
+const conf_peer *gw_route_pick(gw_worker *w, const char *city, const conf_peer *avoid)
+{
+    const conf_peer *hops[16];
+    size_t n = route_table_next_hops(w->gen->rt, city, hops, 16);
+    const conf_peer *best = NULL;
+    int best_rank = 4;
+    for (size_t i = 0; i < n; i++) {
+        if (hops[i] == avoid) {
+            continue;
+        }
+        gw_client_state st = gw_client_get_state(w->peers[hops[i] - w->gen->cfg->peers]);
+        int rank = st == GW_CLIENT_CONNECTED ? 0 : st == GW_CLIENT_BACKOFF ? 2 : 1;
+        if (rank < best_rank) { /* ties keep the configured order */
+            best = hops[i];
+            best_rank = rank;
+        }
+    }
+    return best;
+}
+
 /* route: hop-list checks, then own city (upstream) or the next-hop peer. */
 static bool stage_route(gw_stream *s, const conf_peer **next, char *hops_out, size_t hops_len)
 {
@@ -185,6 +205,9 @@ static bool stage_route(gw_stream *s, const conf_peer **next, char *hops_out, si
         return false;
     }
     rv = route_table_next_hop(s->conn->w->gen->rt, s->dest, next);
+    if (rv == 0 && *next != NULL) { /* among alternatives, a healthy session first */
+        *next = gw_route_pick(s->conn->w, s->dest, NULL);
+    }
     if (rv != 0) {
         gw_stream_error(s, 404, "unknown_city", "no route from %s to city %s", self, s->dest);
         return false;

@@ -321,6 +321,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "baygate: %s\n", eb.msg[0] ? eb.msg : "cannot start");
         goto out;
     }
+    if (gw_answers_new(&srv) != 0) {
+        fprintf(stderr, "baygate: out of memory\n");
+        goto out;
+    }
     if (cfg->upstream.builtin) { /* the embedded reference data space */
         uint64_t t0 = bg_now_us();
         if (space_db_new(&srv.space, cfg->city, cfg->upstream.rows, cfg->upstream.seed,
@@ -413,6 +417,7 @@ out_workers:
 out:
     space_pool_free(srv.pool);
     space_db_free(srv.space);
+    gw_answers_free(&srv);
     trust_store_close(srv.store);
     for (size_t i = 0; i < srv.nprofiles; i++) {
         conf_profile_free(srv.profiles[i]);

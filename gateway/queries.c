@@ -35,6 +35,90 @@
 #define QUERY_MAX_LEGS 16
 #define PB_TYPE "application/x-protobuf"
 
+/* ---- provider side: answers by query id ------------------------------------------------------ */
+
+/* Recent answers by (query id, contract, requester): a leg that a home gateway sends again
+ * after a connection failure (over another route) gets the answer already given, so it never
+ * runs, spends budget or draws noise twice. Process-wide, bounded, oldest replaced. */
+#define ANSWER_SLOTS 512
+
+typedef struct answer_slot {
+    char key[400];
+    uint8_t *bytes;
+    size_t len;
+} answer_slot;
+
+struct gw_answers {
+    pthread_mutex_t mu;
+    answer_slot slot[ANSWER_SLOTS];
+    size_t next;
+};
+
+static void answer_key(char *key, size_t cap, const char *qid, const gw_stream *s)
+{
+    snprintf(key, cap, "%s|%s|%s", qid, s->contract, s->requester);
+}
+
+/* Copies the answer remembered for |key| into |out|; false when none. */
+static bool answers_get(gw_server *srv, const char *key, bg_buf *out)
+{
+    gw_answers *a = srv->answers;
+    bool found = false;
+    if (a == NULL) {
+        return false;
+    }
+    pthread_mutex_lock(&a->mu);
+    for (size_t i = 0; i < ANSWER_SLOTS && !found; i++) {
+        if (a->slot[i].bytes != NULL && strcmp(a->slot[i].key, key) == 0) {
+            found = bg_buf_append(out, a->slot[i].bytes, a->slot[i].len) == 0;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return found;
+}
+
+static void answers_put(gw_server *srv, const char *key, const uint8_t *bytes, size_t len)
+{
+    gw_answers *a = srv->answers;
+    uint8_t *copy = a != NULL ? malloc(len > 0 ? len : 1) : NULL;
+    if (copy == NULL) {
+        return; /* remembering is best effort: a retry then runs the leg again */
+    }
+    memcpy(copy, bytes, len);
+    pthread_mutex_lock(&a->mu);
+    answer_slot *sl = &a->slot[a->next];
+    a->next = (a->next + 1) % ANSWER_SLOTS;
+    free(sl->bytes);
+    bg_strlcpy(sl->key, key, sizeof(sl->key));
+    sl->bytes = copy;
+    sl->len = len;
+    pthread_mutex_unlock(&a->mu);
+}
+
+int gw_answers_new(gw_server *srv)
+{
+    srv->answers = calloc(1, sizeof(*srv->answers));
+    if (srv->answers == NULL) {
+        return BG_ERR_NOMEM;
+    }
+    pthread_mutex_init(&srv->answers->mu, NULL);
+    return 0;
+}
+
+void gw_answers_free(gw_server *srv)
+{
+    gw_answers *a = srv->answers;
+    if (a == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < ANSWER_SLOTS; i++) {
+        free(a->slot[i].bytes);
+    }
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+    srv->answers = NULL;
+}
+
 /* ---- provider side: one leg executed here ---------------------------------------------------- */
 
 typedef struct qleg qleg;
@@ -212,6 +296,14 @@ static void leg_finish(qleg *l, int status, const char *ctype_or_code, const cha
 
 /* Answers leg stream |s| with |x|'s outcome; a noisy answer goes through the contract's noise
  * cache first, so that only the first noisy answer to a query is ever published. */
+static void respond_leg(xjob *x, gw_stream *s, const uint8_t *bytes, size_t len)
+{
+    char key[400];
+    answer_key(key, sizeof(key), x->in.query_id, s);
+    answers_put(x->w->srv, key, bytes, len);
+    gw_stream_respond(s, 200, PB_TYPE, bytes, len);
+}
+
 static void provider_publish(xjob *x, gw_stream *s)
 {
     if (x->status == 200 && x->eps_micro > 0) {
@@ -222,14 +314,14 @@ static void provider_publish(xjob *x, gw_stream *s)
         int rv = trust_store_noise_put(st, x->contract, x->digest, x->answer, x->answer_len);
         if ((rv == 0 || rv == BG_ERR_EXISTS) &&
             trust_store_noise_get(st, x->contract, x->digest, &first) == 0) {
-            gw_stream_respond(s, 200, PB_TYPE, first.data, first.len);
+            respond_leg(x, s, first.data, first.len);
         } else {
             gw_stream_error(s, 503, "store_unavailable",
                             "the noisy answer could not be recorded: %s", bg_strerror(rv));
         }
         bg_buf_dispose(&first);
     } else if (x->status == 200) {
-        gw_stream_respond(s, 200, PB_TYPE, x->answer, x->answer_len);
+        respond_leg(x, s, x->answer, x->answer_len);
     } else {
         gw_stream_error(s, x->status, x->code, "%s", x->msg);
     }
@@ -362,6 +454,18 @@ bool gw_queries_fed_parse(gw_stream *s)
                         "/fed/v1/query takes a protobuf baygate.space.Leg (space/space.proto)");
         return false;
     }
+    char key[400];
+    bg_buf seen;
+    bg_buf_init(&seen);
+    answer_key(key, sizeof(key), x->in.query_id, s);
+    if (answers_get(w->srv, key, &seen)) { /* a retried leg: the answer already given */
+        bg_log(BG_LOG_INFO, "conn=%llu stream=%d msg=\"query leg answered again\" query_id=%s",
+               (unsigned long long)s->conn->conn_id, s->id, x->in.query_id);
+        gw_stream_respond(s, 200, PB_TYPE, seen.data, seen.len);
+        bg_buf_dispose(&seen);
+        xjob_free(x);
+        return false;
+    }
     s->ctx = x;
     s->ctx_free = xjob_ctx_free;
     uint8_t *qb = NULL;
@@ -438,6 +542,7 @@ struct qleg {
     xjob *local; /* the home city's own leg while in the executor */
     bool is_local;
     bool sent; /* the query leg went out (this round) */
+    bool retried; /* sent again over another route after a connection failure */
     size_t peer; /* index of the next-hop peer when !is_local */
     uint8_t *cert; /* masked quantiles: the city's gateway certificate (DER), owned */
     size_t cert_len;
@@ -454,6 +559,8 @@ struct qrun {
     bool masked;       /* quantiles over several cities: fine grids under secure aggregation */
     bool fetching;     /* masked: collecting the cities' certificates first */
     bool retried;      /* masked: a second round ran without the cities that failed */
+    uint8_t *body;     /* the encoded query leg of this round (resent on a retry) */
+    size_t len;
     char query_id[33];
 };
 
@@ -469,6 +576,7 @@ static void qrun_free(void *p)
         space_result_dispose(&l->result);
         free(l->cert);
     }
+    free(run->body);
     free(run);
 }
 
@@ -551,6 +659,8 @@ static void qrun_answer(qrun *run)
 /* Every pending leg of the current phase is done: answer, or (certificates collected) send
  * the query legs. */
 static void qrun_phase_done(qrun *run);
+static void leg_send(qrun *run, qleg *l, const char *path, const char *ctype,
+                     const uint8_t *body, size_t len);
 
 static void leg_finish(qleg *l, int status, const char *ctype_or_code, const char *msg,
                        const uint8_t *body, size_t len)
@@ -560,9 +670,26 @@ static void leg_finish(qleg *l, int status, const char *ctype_or_code, const cha
     if (l->done) {
         return;
     }
+    bool expired = status == 0 && ctype_or_code != NULL &&
+                   strcmp(ctype_or_code, "deadline_exceeded") == 0;
+    if (status == 0 && !expired && !l->is_local && !l->retried && !run->fetching &&
+        run->body != NULL) {
+        /* the connection failed: once more over another route; the provider recognises the
+         * query id, so the leg never runs (nor spends budget) twice */
+        gw_worker *w = run->s->conn->w;
+        const conf_peer *alt = gw_route_pick(w, l->city, &w->gen->cfg->peers[l->peer]);
+        if (alt != NULL) {
+            l->retried = true;
+            l->peer = (size_t)(alt - w->gen->cfg->peers);
+            bg_log(BG_LOG_INFO, "msg=\"query leg retried\" city=%s via=%s why=\"%s\"", l->city,
+                   alt->name, msg != NULL ? msg : "");
+            leg_send(run, l, "/fed/v1/query", PB_TYPE, run->body, run->len);
+            return;
+        }
+    }
     l->done = true;
     if (status == 0) { /* no answer at all */
-        l->status = 502;
+        l->status = expired ? 504 : 502;
         bg_strlcpy(l->code, ctype_or_code != NULL ? ctype_or_code : "bad_gateway",
                    sizeof(l->code));
         bg_strlcpy(l->msg, msg != NULL ? msg : "", sizeof(l->msg));
@@ -743,7 +870,7 @@ static bool leg_check(qrun *run, qleg *l)
         return true;
     }
     const conf_peer *next = NULL;
-    if (route_table_next_hop(w->gen->rt, l->city, &next) != 0 || next == NULL) {
+    if ((next = gw_route_pick(w, l->city, NULL)) == NULL) {
         leg_refuse(l, 502, "no_route", "no route from %s to %s", self, l->city);
         return false;
     }
@@ -786,6 +913,11 @@ static void leg_send(qrun *run, qleg *l, const char *path, const char *ctype,
             return;
         }
         xjob_submit(x);
+        return;
+    }
+    if (s->deadline_at_us > 0 && bg_now_us() + 1000 >= s->deadline_at_us) {
+        leg_finish(l, 0, "deadline_exceeded", "the query's deadline passed before the leg left",
+                   NULL, 0);
         return;
     }
     bg_strlcpy(l->leg.path, path, sizeof(l->leg.path));
@@ -843,7 +975,9 @@ static void send_query_legs(qrun *run)
         l->sent = true;
         leg_send(run, l, "/fed/v1/query", PB_TYPE, body, len);
     }
-    free(body);
+    free(run->body); /* kept for retries until the next round */
+    run->body = rv == 0 ? body : NULL;
+    run->len = rv == 0 ? len : 0;
     if (--run->pending == 0) {
         qrun_phase_done(run);
     }
