@@ -459,11 +459,11 @@ class Nghttpd(Proc):
 class PyUpstream(Proc):
     """tests/integration/upstream.py: h2c upstream with --delay/--size."""
 
-    def __init__(self, t, name, delay=0.0, size=0, status=200, chunk=16384):
+    def __init__(self, t, name, delay=0.0, size=0, status=200, chunk=16384, body_file=""):
         self.port = free_port()
         super().__init__(t, name, [PY, UPSTREAM_PY, "--port", str(self.port), "--delay",
                                    str(delay), "--size", str(size), "--status", str(status),
-                                   "--chunk", str(chunk)])
+                                   "--chunk", str(chunk), "--body-file", body_file])
 
     def url(self):
         return "http://127.0.0.1:%d" % self.port

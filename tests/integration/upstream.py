@@ -5,7 +5,8 @@ integration tests, built on python3-h2 and asyncio. Not for: anything but tests.
 Every request (any method, any path) is read to its end, then answered after --delay seconds
 with status --status. With --size 0 (the default) the body is a JSON echo of what arrived:
   {"upstream":"py","method":..,"path":..,"headers":{..},"body_len":N,"n":<request number>}
-With --size N it is N bytes of 'x' streamed in --chunk byte DATA frames, honouring HTTP/2 flow
+With --body-file F it is F's bytes, read at each request (a test may rewrite F between
+requests). With --size N it is N bytes of 'x' streamed in --chunk byte DATA frames, honouring HTTP/2 flow
 control. The listening port is printed on stdout as "PORT <n>" once bound; each request that
 has fully arrived is logged on stdout as "REQ <n> <path>" (flushed), so a test can wait for
 requests to be in flight.
@@ -92,7 +93,11 @@ class Conn(asyncio.Protocol):
             await asyncio.sleep(self.args.delay)
         if self.closed or sid not in self.streams:
             return
-        if self.args.size > 0:
+        if self.args.body_file:
+            with open(self.args.body_file, "rb") as f:
+                body = f.read()
+            total = len(body)
+        elif self.args.size > 0:
             body = None
             total = self.args.size
         else:
@@ -142,6 +147,7 @@ async def main():
     ap.add_argument("--size", type=int, default=0, help="response body bytes (0: JSON echo)")
     ap.add_argument("--chunk", type=int, default=16384, help="DATA frame size")
     ap.add_argument("--status", type=int, default=200)
+    ap.add_argument("--body-file", default="", help="answer with this file's bytes (read per request)")
     args = ap.parse_args()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Conn(args), "127.0.0.1", args.port)
