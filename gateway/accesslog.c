@@ -103,7 +103,7 @@ void gw_accesslog_write(gw_accesslog *al, const gw_stream *s, const char *city,
     if (s->hops[0]) {
         json_object_set_new(j, "hops", json_string(s->hops));
     }
-    if (s->err_code != NULL) {
+    if (s->err_code[0]) {
         json_object_set_new(j, "error", json_string(s->err_code));
     }
     if (error_code != 0) {

@@ -137,7 +137,7 @@ static void respond_refusals(gw_stream *s, const trust_refusals *r)
     const char *code = r->n > 0 ? trust_refusal_code_name(r->items[0].code) : "invalid";
     char msg[256];
     snprintf(msg, sizeof(msg), "%zu term(s) cannot be agreed; see refusals", r->n);
-    s->err_code = code;
+    bg_strlcpy(s->err_code, code, sizeof(s->err_code));
     gw_stream_respond_json(s, 422, json_pack("{s:{s:s,s:s,s:o}}", "error", "code", code,
                                              "message", msg, "refusals", list));
 }
@@ -1267,6 +1267,10 @@ gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
     if (s->contract[0] == 0 || s->requester[0] == 0) {
         gw_stream_error(s, 403, "contract_required", "federated query without a contract");
         return GW_ENFORCE_STOP;
+    }
+    if (gw_queries_is_replay(s)) { /* answered before: in force now? then no second spend */
+        return check_scope(s, s->contract, s->requester, now, true) ? GW_ENFORCE_GO
+                                                                     : GW_ENFORCE_STOP;
     }
     if (!check_scope(s, s->contract, s->requester, now, false)) {
         return GW_ENFORCE_STOP;

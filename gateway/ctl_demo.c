@@ -39,6 +39,9 @@
 #define DEMO_POLL_MS 100
 /* Only the head of a PEM file is read to recognise it; ours are a few hundred bytes. */
 #define DEMO_PEM_HEAD 65536
+/* Synthetic rows per dataset of each city's embedded data space (upstream.rows): large enough
+ * for the distributions to be smooth, small enough to generate in well under a second. */
+#define DEMO_ROWS 100000
 
 typedef struct demo_route {
     const char *city;
@@ -480,12 +483,15 @@ static bool write_config(const char *dir, const demo_city *c)
     for (size_t i = 0; i < DEMO_MAX_LINKS && c->routes[i].city != NULL; i++) {
         fprintf(f, "  - city: %s\n    via: %s\n", c->routes[i].city, c->routes[i].via);
     }
+    /* the embedded reference data space: seeded synthetic rows, the same on every run */
     fprintf(f,
             "upstream:\n"
             "  url: builtin\n"
+            "  rows: %u\n"
+            "  seed: 1\n"
             "ledger:\n"
             "  path: %s/ledger\n",
-            c->name);
+            (unsigned)DEMO_ROWS, c->name);
     if (profiles_abs[0]) {
         fprintf(f, "profiles: %s\n", profiles_abs);
     }
@@ -861,58 +867,106 @@ static int wait_ready(demo_child *kids, size_t n, const sigset_t *set)
     }
 }
 
+/* Prints |fn|() as a shell function: curl over HTTP/2 with the client certificate of
+ * |city|'s |role| from |d| (already quoted for the shell), JSON bodies, a newline after. */
+static void print_client_fn(const char *fn, const char *d, const char *city, const char *role)
+{
+    printf("%s() { curl -sS --http2 --cacert %s/trust-bundle.pem -w '\\n' \\\n"
+           "  --cert %s/clients/%s-%s.crt --key %s/clients/%s-%s.key \\\n"
+           "  -H 'content-type: application/json' \"$@\"; }\n",
+           fn, d, d, city, role, d, city, role);
+}
+
+/* Every command printed here is run against the demo by hand when this text changes
+ * (docs/queries.md and docs/data-products.md show what they answer). */
 static void print_try(const char *dir)
 {
     char q[PATH_MAX * 4 + 8];
     const char *d = shell_word(dir, q, sizeof q);
+    static const char *const id_sed = "sed 's/.*\"id\":\"\\([0-9a-f]*\\)\".*/\\1/'";
 
     printf("\n"
            "The federation is up: guangzhou 8443, shenzhen 8444, hongkong 8445, macau 8446\n"
-           "(peers guangzhou-shenzhen, shenzhen-hongkong, guangzhou-macau). Try:\n"
+           "(peers guangzhou-shenzhen, shenzhen-hongkong, guangzhou-macau); each city's embedded\n"
+           "data space holds %u synthetic rows per dataset (guangzhou: peds-pneumonia-indicators,\n"
+           "neonatal-bilirubin, cerebral-infarction; macau: the first two; shenzhen and hongkong:\n"
+           "stroke-registry, liver-cancer). Try, in bash or zsh:\n"
            "\n"
-           "# liveness, as a Guangzhou firm\n"
-           "curl --http2 --cacert %s/trust-bundle.pem \\\n"
-           "  --cert %s/clients/guangzhou-firm.crt --key %s/clients/guangzhou-firm.key \\\n"
-           "  https://127.0.0.1:8443/healthz\n"
-           "\n",
-           d, d, d);
+           "# a Guangzhou firm's client (curl with its certificate), and liveness\n",
+           (unsigned)DEMO_ROWS);
+    print_client_fn("gz", d, "guangzhou", "firm");
+    printf("gz https://127.0.0.1:8443/healthz\n\n");
     if (profiles_abs[0]) {
-        /* every cross-border query runs under a contract: negotiate one first */
-        printf("# a Hong Kong firm agrees a contract with Macau (in its English terms; Macau holds\n"
-               "# it in Portuguese), then queries: hongkong -> shenzhen -> guangzhou -> macau\n"
-               "ID=$(curl -sS --http2 --cacert %s/trust-bundle.pem \\\n  ", d);
-        printf("--cert %s/clients/hongkong-firm.crt --key %s/clients/hongkong-firm.key", d, d);
-        printf(" \\\n"
-               "  -H 'content-type: application/json' -d '{\"provider\":\"macau\","
-               "\"datasets\":[\"macau/peds-pneumonia-indicators\"],"
+        /* every cross-border query runs under a contract: negotiate them first */
+        printf("# contracts in Guangzhou's own terms (科研 scientific research, 统计分析 statistics,\n"
+               "# 一致性评估 agreement); each provider holds them in its own words. Macau's\n"
+               "# research needs consent (个人同意); the others take ethics approval (伦理审查批准)\n"
+               "HK=$(gz -d '{\"provider\":\"hongkong\",\"datasets\":[\"hongkong/stroke-registry\"],"
+               "\"purpose\":\"科研\",\"operations\":[\"统计分析\"],\"legal_basis\":\"伦理审查批准\","
+               "\"valid_days\":180,\"max_queries\":200}' \\\n"
+               "  https://127.0.0.1:8443/v1/contracts | %s); echo \"hongkong: $HK\"\n"
+               "SZ=$(gz -d '{\"provider\":\"shenzhen\",\"datasets\":[\"shenzhen/stroke-registry\"],"
+               "\"purpose\":\"科研\",\"operations\":[\"统计分析\"],\"legal_basis\":\"伦理审查批准\","
+               "\"valid_days\":180,\"max_queries\":200}' \\\n"
+               "  https://127.0.0.1:8443/v1/contracts | %s); echo \"shenzhen: $SZ\"\n"
+               "MO=$(gz -d '{\"provider\":\"macau\",\"datasets\":[\"macau/peds-pneumonia-indicators\","
+               "\"macau/neonatal-bilirubin\"],\"purpose\":\"科研\",\"operations\":[\"统计分析\","
+               "\"一致性评估\"],\"legal_basis\":\"个人同意\",\"valid_days\":90}' \\\n"
+               "  https://127.0.0.1:8443/v1/contracts | %s); echo \"macau: $MO\"\n"
+               "\n"
+               "# one city: Hong Kong stroke admissions aged 65+ by sex (guangzhou -> shenzhen ->\n"
+               "# hongkong); small cells come back as {\"suppressed\": ...}, never as numbers\n"
+               "gz -d '{\"contract\":\"'$HK'\",\"dataset\":\"hongkong/stroke-registry\",\"op\":\"count\","
+               "\"where\":[[\"age\",\">=\",65]],\"group_by\":[\"sex\"]}' \\\n"
+               "  https://127.0.0.1:8443/v1/queries\n"
+               "\n"
+               "# fan-out to every city in \"contracts\", merged exactly: onset-to-door time by stroke type\n"
+               "gz -d '{\"contracts\":{\"hongkong\":\"'$HK'\",\"shenzhen\":\"'$SZ'\"},"
+               "\"dataset\":\"*/stroke-registry\",\"op\":\"mean\",\"field\":\"onset_to_door_min\","
+               "\"group_by\":[\"stroke_type\"]}' \\\n"
+               "  https://127.0.0.1:8443/v1/queries\n"
+               "\n"
+               "# quantiles across cities, exact, under secure aggregation (the home city's own leg\n"
+               "# needs no contract: any string); then TcB-vs-serum bilirubin agreement by meter\n"
+               "gz -d '{\"contracts\":{\"guangzhou\":\"local\",\"macau\":\"'$MO'\"},"
+               "\"dataset\":\"*/peds-pneumonia-indicators\",\"op\":\"quantiles\",\"field\":\"crp\","
+               "\"probs\":[0.25,0.5,0.75],\"group_by\":[\"pathogen\"]}' \\\n"
+               "  https://127.0.0.1:8443/v1/queries\n"
+               "gz -d '{\"contracts\":{\"guangzhou\":\"local\",\"macau\":\"'$MO'\"},"
+               "\"dataset\":\"*/neonatal-bilirubin\",\"op\":\"agreement\",\"fields\":[\"tcb\",\"tsb\"],"
+               "\"group_by\":[\"device\"]}' \\\n"
+               "  https://127.0.0.1:8443/v1/queries\n"
+               "\n"
+               "# what the federation holds: datasets, fields, sizes, each city's terms in yours\n"
+               "gz https://127.0.0.1:8443/v1/catalog\n"
+               "\n"
+               "# a Hong Kong firm agrees a contract with Macau in English (Macau holds it in\n"
+               "# Portuguese), then counts over three hops: hongkong -> shenzhen -> guangzhou -> macau\n",
+               id_sed, id_sed, id_sed);
+        print_client_fn("hk", d, "hongkong", "firm");
+        printf("ID=$(hk -d '{\"provider\":\"macau\",\"datasets\":[\"macau/peds-pneumonia-indicators\"],"
                "\"purpose\":\"scientific research\",\"operations\":[\"counts\"],"
                "\"legal_basis\":\"prescribed consent\",\"valid_days\":30}' \\\n"
-               "  https://127.0.0.1:8445/v1/contracts | sed 's/.*\"id\":\"\\([0-9a-f]*\\)\".*/\\1/')\n"
-               "curl -i --http2 --cacert %s/trust-bundle.pem \\\n  ", d);
-        printf("--cert %s/clients/hongkong-firm.crt --key %s/clients/hongkong-firm.key", d, d);
-        printf(" \\\n"
-               "  -H 'x-request-id: demo-query-1' -H 'content-type: application/json' \\\n"
-               "  -d '{\"dataset\":\"macau/peds-pneumonia-indicators\",\"operation\":\"count\","
-               "\"contract\":\"'$ID'\"}' https://127.0.0.1:8445/v1/queries\n"
-               "\n"
-               "# a Guangzhou firm proposes a contract for Hong Kong stroke data, in Chinese terms\n"
-               "curl --http2 --cacert %s/trust-bundle.pem \\\n"
-               "  --cert %s/clients/guangzhou-firm.crt --key %s/clients/guangzhou-firm.key \\\n"
-               "  -H 'content-type: application/json' -d '{\"provider\":\"hongkong\","
-               "\"datasets\":[\"hongkong/stroke-registry\"],\"purpose\":\"科研\","
-               "\"operations\":[\"统计分析\"],\"legal_basis\":\"伦理审查批准\","
-               "\"valid_days\":365,\"max_queries\":50}' https://127.0.0.1:8443/v1/contracts\n"
+               "  https://127.0.0.1:8445/v1/contracts | %s); echo \"macau: $ID\"\n"
+               "hk -i -H 'x-request-id: demo-query-1' -d '{\"contract\":\"'$ID'\","
+               "\"dataset\":\"macau/peds-pneumonia-indicators\",\"op\":\"count\","
+               "\"group_by\":[\"pathogen\"]}' \\\n"
+               "  https://127.0.0.1:8445/v1/queries\n"
                "\n",
-               d, d, d);
+               id_sed);
     } else {
-        printf("# a Hong Kong firm queries a Macau dataset: hongkong -> shenzhen -> guangzhou -> "
-               "macau\n"
-               "curl -i --http2 --cacert %s/trust-bundle.pem \\\n  ", d);
-        printf("--cert %s/clients/hongkong-firm.crt --key %s/clients/hongkong-firm.key", d, d);
-        printf(" \\\n"
-               "  -H 'x-request-id: demo-query-1' -H 'content-type: application/json' \\\n"
-               "  -d '{\"dataset\":\"macau/peds-pneumonia-indicators\"}' "
-               "https://127.0.0.1:8445/v1/queries\n"
+        printf("# (started without --profiles: no contracts, queries name none)\n"
+               "# one city: Hong Kong stroke admissions aged 65+ by sex\n"
+               "gz -i -H 'x-request-id: demo-query-1' -d '{\"dataset\":\"hongkong/stroke-registry\","
+               "\"op\":\"count\",\"where\":[[\"age\",\">=\",65]],\"group_by\":[\"sex\"]}' \\\n"
+               "  https://127.0.0.1:8443/v1/queries\n"
+               "# fan-out to the cities named in \"contracts\" (any strings here), merged exactly\n"
+               "gz -d '{\"contracts\":{\"hongkong\":\"-\",\"shenzhen\":\"-\"},"
+               "\"dataset\":\"*/stroke-registry\",\"op\":\"mean\",\"field\":\"onset_to_door_min\","
+               "\"group_by\":[\"stroke_type\"]}' \\\n"
+               "  https://127.0.0.1:8443/v1/queries\n"
+               "# what the federation holds\n"
+               "gz https://127.0.0.1:8443/v1/catalog\n"
                "\n");
     }
     printf("# readiness (peer sessions), as Guangzhou's admin; metrics on the local h2c listener\n"
@@ -925,6 +979,7 @@ static void print_try(const char *dir)
            "grep demo-query-1 %s/*/access.log\n"
            "tail %s/*/baygate.log\n"
            "\n"
+           "More: docs/queries.md (every operation), docs/data-products.md, docs/api.md.\n"
            "Press Ctrl-C to stop all four gateways.\n",
            d, d, d, d, d);
     fflush(stdout);

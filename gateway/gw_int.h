@@ -213,7 +213,6 @@ struct gw_stream {
     bool timer_added;
     uint64_t start_us;
     uint64_t bytes_in, bytes_out;
-    const char *err_code; /* error code answered, for the log */
     void *ctx;                 /* a handler's state across outbound calls (contracts) */
     bool in_consume;           /* waiting in w->consume for the group commit */
     uint64_t eps_micro;        /* provider: privacy budget this query spends (0: none) */
@@ -237,6 +236,7 @@ struct gw_stream {
     char operation[40];  /* a client query's operation ("count" when absent) */
     char dataset[200];   /* a client query's dataset, as stage_parse() read it */
     char resp_route[1100]; /* x-baygate-route to send back */
+    char err_code[48];     /* error code answered, for the log ("" when none) */
 };
 #define GW_STREAM_ZERO_END offsetof(gw_stream, method)
 
@@ -416,6 +416,8 @@ void gw_queries_near_names(const char *name, char *out, size_t cap);
 void gw_queries_fed(gw_stream *s);
 /* The group commit found an identical noisy query answered before: publish that answer. */
 void gw_queries_fed_cached(gw_stream *s);
+/* True when leg |s| was answered before (a retry): usage control checks it without spending. */
+bool gw_queries_is_replay(const gw_stream *s);
 /* The process's recent-answers table (for retried legs): gw_answers_new() before the workers
  * start, gw_answers_free() after they stopped. */
 typedef struct gw_answers gw_answers;

@@ -132,6 +132,7 @@ typedef struct xjob {
     gw_stream *s; /* provider: the stream to answer; NULL once it went away */
     qleg *leg;    /* home: the leg to complete; NULL once cancelled */
     bool queued;
+    bool replay; /* a retried leg: |answer| is the answer already given */
     space_leg in;
     char city[64];
     uint32_t k;
@@ -427,6 +428,12 @@ static void on_upstream_state(gw_stream *s, int status, const char *ctype_or_cod
     provider_publish(x, s);
 }
 
+bool gw_queries_is_replay(const gw_stream *s)
+{
+    const xjob *x = s->ctx;
+    return x != NULL && s->ctx_free == xjob_ctx_free && x->replay;
+}
+
 void gw_queries_fed_cached(gw_stream *s)
 {
     bg_buf b;
@@ -458,13 +465,15 @@ bool gw_queries_fed_parse(gw_stream *s)
     bg_buf seen;
     bg_buf_init(&seen);
     answer_key(key, sizeof(key), x->in.query_id, s);
-    if (answers_get(w->srv, key, &seen)) { /* a retried leg: the answer already given */
-        bg_log(BG_LOG_INFO, "conn=%llu stream=%d msg=\"query leg answered again\" query_id=%s",
-               (unsigned long long)s->conn->conn_id, s->id, x->in.query_id);
-        gw_stream_respond(s, 200, PB_TYPE, seen.data, seen.len);
+    if (answers_get(w->srv, key, &seen)) {
+        /* a retried leg: once routing and usage control (without spending) pass again, it
+         * gets the answer already given */
+        x->replay = true;
+        x->answer = seen.data; /* taken */
+        x->answer_len = seen.len;
+        x->status = 200;
+    } else {
         bg_buf_dispose(&seen);
-        xjob_free(x);
-        return false;
     }
     s->ctx = x;
     s->ctx_free = xjob_ctx_free;
@@ -496,6 +505,12 @@ void gw_queries_fed(gw_stream *s)
         return;
     }
     x->s = s;
+    if (x->replay) {
+        bg_log(BG_LOG_INFO, "conn=%llu stream=%d msg=\"query leg answered again\" query_id=%s",
+               (unsigned long long)s->conn->conn_id, s->id, x->in.query_id);
+        gw_stream_respond(s, 200, PB_TYPE, x->answer, x->answer_len);
+        return;
+    }
     x->k = own_k(w->srv);
     double eps = 0;
     uint32_t ck = 0;
@@ -562,16 +577,24 @@ struct qrun {
     uint8_t *body;     /* the encoded query leg of this round (resent on a retry) */
     size_t len;
     char query_id[33];
+    struct event timer; /* shortly before the deadline: the legs still out are timed out */
+    bool timer_set;
 };
 
 static void qrun_free(void *p)
 {
     qrun *run = p;
+    if (run->timer_set) {
+        event_del(&run->timer);
+    }
     for (size_t i = 0; i < run->nlegs; i++) {
         qleg *l = &run->legs[i];
         gw_leg_cancel(&l->leg);
-        if (l->local != NULL) {
-            l->local->leg = NULL;
+        if (l->local != NULL && l->local->queued) {
+            l->local->leg = NULL; /* the executor's; dropped when it comes back */
+        } else if (l->local != NULL) {
+            xjob_free(l->local); /* waiting on the external data space, whose call the
+                                    stream cancels as it goes */
         }
         space_result_dispose(&l->result);
         free(l->cert);
@@ -659,6 +682,10 @@ static void qrun_answer(qrun *run)
 /* Every pending leg of the current phase is done: answer, or (certificates collected) send
  * the query legs. */
 static void qrun_phase_done(qrun *run);
+static void cert_finish(qleg *l, int status, const char *code, const char *msg,
+                        const uint8_t *body, size_t len);
+static void on_local_upstream(gw_stream *s, int status, const char *ctype_or_code,
+                              const char *msg, const uint8_t *body, size_t len);
 static void leg_send(qrun *run, qleg *l, const char *path, const char *ctype,
                      const uint8_t *body, size_t len);
 
@@ -671,7 +698,8 @@ static void leg_finish(qleg *l, int status, const char *ctype_or_code, const cha
         return;
     }
     bool expired = status == 0 && ctype_or_code != NULL &&
-                   strcmp(ctype_or_code, "deadline_exceeded") == 0;
+                   (strcmp(ctype_or_code, "deadline_exceeded") == 0 ||
+                    strcmp(ctype_or_code, "timeout") == 0);
     if (status == 0 && !expired && !l->is_local && !l->retried && !run->fetching &&
         run->body != NULL) {
         /* the connection failed: once more over another route; the provider recognises the
@@ -723,9 +751,6 @@ static void leg_finish(qleg *l, int status, const char *ctype_or_code, const cha
         qrun_phase_done(run);
     }
 }
-
-static void cert_finish(qleg *l, int status, const char *code, const char *msg,
-                        const uint8_t *body, size_t len);
 
 static void on_leg_done(gw_leg *leg, int status, const char *ctype_or_code, const char *msg,
                         const uint8_t *body, size_t len)
@@ -906,10 +931,19 @@ static void leg_send(qrun *run, qleg *l, const char *path, const char *ctype,
         x->k = own_k(w->srv);
         snprintf(x->history, sizeof(x->history), "local|%s", s->conn->id.spiffe_id);
         l->local = x;
-        if (w->srv->space == NULL) {
-            xjob_fail(x, 502, "upstream_unsupported", "this city has no embedded data space");
-            x->queued = true;
-            gw_worker_post(w, &x->job);
+        if (w->srv->space == NULL) { /* this city's external data space */
+            json_t *j = w->upstream != NULL ? space_query_to_json(&x->in.q) : NULL;
+            char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+            json_decref(j);
+            if (text == NULL) {
+                l->local = NULL;
+                xjob_free(x);
+                leg_finish(l, 0, "upstream_unavailable", "no data space session", NULL, 0);
+                return;
+            }
+            gw_client_call(w->upstream, s, "/space/v1/query", self, (const uint8_t *)text,
+                           strlen(text), "application/json", on_local_upstream);
+            free(text);
             return;
         }
         xjob_submit(x);
@@ -984,6 +1018,50 @@ static void send_query_legs(qrun *run)
     (void)s;
 }
 
+/* The home city's own external data space answered its leg (home stream |s|). */
+static void on_local_upstream(gw_stream *s, int status, const char *ctype_or_code,
+                              const char *msg, const uint8_t *body, size_t len)
+{
+    qrun *run = s->ctx;
+    qleg *l = NULL;
+    for (size_t i = 0; run != NULL && i < run->nlegs && l == NULL; i++) {
+        if (run->legs[i].is_local && run->legs[i].local != NULL) {
+            l = &run->legs[i];
+        }
+    }
+    if (l == NULL) {
+        return;
+    }
+    xjob *x = l->local;
+    l->local = NULL;
+    if (status == 0) {
+        xjob_free(x);
+        leg_finish(l, 0, ctype_or_code, msg, NULL, 0);
+        return;
+    }
+    json_t *j = status == 200 ? json_loadb((const char *)body, len, 0, NULL) : NULL;
+    space_result r;
+    bg_errbuf eb = {{0}};
+    if (j == NULL || space_result_state_from_json(j, &x->in.q, &r, &eb) != 0) {
+        json_decref(j);
+        xjob_free(x);
+        leg_finish(l, 0, "not_an_aggregate",
+                   "this city's data space did not answer an aggregate state", NULL, 0);
+        return;
+    }
+    json_decref(j);
+    if (border_check(x, &r)) {
+        encode_answer(x, &r);
+    }
+    space_result_dispose(&r);
+    if (x->status == 200) {
+        leg_finish(l, 200, PB_TYPE, NULL, x->answer, x->answer_len);
+    } else {
+        leg_finish(l, 0, x->code, x->msg, NULL, 0);
+    }
+    xjob_free(x);
+}
+
 /* Masked quantiles: the answer of city |l|'s catalog, holding its gateway certificate. */
 static void cert_finish(qleg *l, int status, const char *code, const char *msg,
                         const uint8_t *body, size_t len)
@@ -1054,6 +1132,44 @@ static void qrun_phase_done(qrun *run)
     qrun_free(run);
 }
 
+/* Fires shortly before the query's deadline (the home's request timer would answer 504 for
+ * the whole query): every leg still out is timed out, so the answer is `partial` with those
+ * cities' status rather than nothing. */
+static void on_run_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    qrun *run = arg;
+    gw_worker *w = run->s->conn->w;
+    (void)fd;
+    (void)what;
+    run->timer_set = false;
+    for (size_t i = 0; i < run->nlegs; i++) {
+        qleg *l = &run->legs[i];
+        if (l->done || (!l->sent && !run->fetching)) {
+            continue;
+        }
+        gw_leg_cancel(&l->leg);
+        if (l->local != NULL && l->local->queued) {
+            l->local->leg = NULL; /* its result is dropped when it comes back */
+        } else if (l->local != NULL) { /* the external data space's call */
+            if (run->s->up != NULL) {
+                gw_cstream_detach(run->s->up);
+                run->s->up = NULL;
+            }
+            xjob_free(l->local);
+        }
+        l->local = NULL;
+        if (run->fetching) {
+            cert_finish(l, 0, "timeout", "no certificate before the deadline", NULL, 0);
+        } else {
+            leg_finish(l, 0, "timeout", "no answer before the query's deadline", NULL, 0);
+        }
+        if (run->s == NULL || run->s->ctx != run) {
+            break; /* the run answered and was freed */
+        }
+    }
+    gw_worker_run_deferred(w);
+}
+
 bool gw_queries_client(gw_stream *s)
 {
     gw_worker *w = s->conn->w;
@@ -1120,6 +1236,13 @@ bool gw_queries_client(gw_stream *s)
     run->masked = run->pattern && run->q.op == SPACE_OP_QUANTILES && run->nlegs > 1;
     s->ctx = run;
     s->ctx_free = qrun_free;
+    {
+        uint64_t margin = deadline_ms / 10 < 100 ? deadline_ms / 10 : 100;
+        uint64_t in_ms = deadline_ms - margin;
+        struct timeval tv = {(time_t)(in_ms / 1000), (suseconds_t)(in_ms % 1000) * 1000};
+        evtimer_assign(&run->timer, w->base, on_run_deadline, run);
+        run->timer_set = evtimer_add(&run->timer, &tv) == 0;
+    }
     run->pending = 1; /* held until every leg started */
     for (size_t i = 0; i < run->nlegs; i++) {
         leg_check(run, &run->legs[i]);

@@ -237,7 +237,7 @@ void gw_stream_error(gw_stream *s, int status, const char *code, const char *fmt
         gw_stream_reset(s, NGHTTP2_INTERNAL_ERROR);
         return;
     }
-    s->err_code = code;
+    bg_strlcpy(s->err_code, code, sizeof(s->err_code));
     json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
     char buf[1024];
     size_t len = 0;
@@ -298,6 +298,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     memset(s, 0, GW_STREAM_ZERO_END);
     s->method[0] = s->path[0] = s->request_id[0] = s->hops[0] = 0;
     s->dest[0] = s->resp_route[0] = s->req_type[0] = s->contract[0] = s->requester[0] = 0;
+    s->err_code[0] = 0;
     s->operation[0] = s->dataset[0] = 0;
     s->conn = conn;
     s->id = frame->hd.stream_id;

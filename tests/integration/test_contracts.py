@@ -8,17 +8,47 @@ shenzhen - hongkong, so a guangzhou firm's proposal to hongkong crosses shenzhen
 - refusals list every term that cannot be agreed, with the right code: unknown terms
   (untranslatable), model training towards hongkong (operation_refused), and a hongkong firm's
   insurance actuarial purpose towards guangzhou (forbidden_purpose);
-- malformed proposals are 400, and a proposal from a non-firm identity is 403."""
+- malformed proposals are 400, and a proposal from a non-firm identity is 403;
+- usage control on real federated queries (hongkong's embedded stroke-registry): a permitted
+  operation passes, no contract / an operation outside it (agreement under 统计分析) / a dataset
+  outside it / someone else's contract are 403 at the home, and the provider itself refuses a
+  protobuf leg sent straight to it without a contract, or under an expired or revoked one; the
+  budget holds under concurrency."""
 import json
 import os
 import threading
 import time
+import uuid
 
 import harness
 from harness import curl
 
 PROFILES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "conf",
                                         "profiles"))
+PB = "application/x-protobuf"
+FIRM = "spiffe://guangzhou.gba/firm/demo"
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _ld(field, data):
+    data = data.encode() if isinstance(data, str) else data
+    return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def leg_body(name, op=1, query_id=None):
+    """A protobuf baygate.space.Leg (space/space.proto) as a home gateway sends it on
+    /fed/v1/query: query_id (a fresh one per leg, as every query gets, unless given) and
+    Query{dataset: name without city, op: 1 = count}."""
+    qid = query_id or uuid.uuid4().hex
+    return _ld(1, qid) + _ld(2, _ld(1, name) + _varint(2 << 3) + _varint(op))
 
 
 def propose(gw, body, role="firm"):
@@ -116,15 +146,22 @@ def main(t):
     # ---- usage control on queries
     def q(body, role="firm"):
         return gz.query(None, role=role, body=json.dumps(body))
-    r = q({"dataset": "hongkong/stroke-registry", "operation": "mean", "contract": cid})
-    t.check(r.status == 200 and (r.json() or {}).get("city") == "hongkong",
-            "query under the contract, permitted operation: 200 from hongkong", r)
-    r = q({"dataset": "hongkong/stroke-registry", "operation": "mean"})
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "mean", "field": "nihss",
+           "contract": cid})
+    j = r.json() or {}
+    t.check(r.status == 200 and j.get("cities") == {"hongkong": {"status": "ok",
+                                                                "route": "guangzhou,shenzhen,hongkong"}}
+            and (j.get("result") or {}).get("n") == hk.space_rows
+            and isinstance((j.get("result") or {}).get("mean"), float),
+            "query under the contract, permitted operation (mean of nihss): 200 from hongkong", r)
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "mean", "field": "nihss"})
     t.check(r.status == 403 and r.error_code() == "contract_required",
             "cross-border query without a contract: 403 contract_required", r)
-    r = q({"dataset": "hongkong/stroke-registry", "operation": "model_training", "contract": cid})
+    r = q({"dataset": "hongkong/stroke-registry", "operation": "agreement",
+           "fields": ["nihss", "mrs_90d"], "contract": cid})
     t.check(r.status == 403 and r.error_code() == "operation_not_permitted",
-            "operation the contract does not permit: 403 operation_not_permitted", r)
+            "operation the contract does not permit (agreement under 统计分析): 403 "
+            "operation_not_permitted", r)
     r = q({"dataset": "hongkong/liver-cancer", "operation": "count", "contract": cid})
     t.check(r.status == 403 and r.error_code() == "contract_scope",
             "dataset outside the contract: 403 contract_scope", r)
@@ -132,14 +169,22 @@ def main(t):
           role="regulator")
     t.check(r.status == 403 and r.error_code() == "contract_forbidden",
             "someone else's contract: 403 contract_forbidden", r)
-    r = q({"dataset": "guangzhou/own-data", "operation": "count"})
-    t.check(r.status == 200, "own-city data needs no cross-border contract", r)
+    r = q({"dataset": "guangzhou/cerebral-infarction", "operation": "count"})
+    t.check(r.status == 200 and (r.json() or {}).get("result", {}).get("count") == gz.space_rows,
+            "own-city data needs no cross-border contract", r)
     # the provider is authoritative: a peer cannot query for a firm without its contract
     scrt, skey = sz.gateway_cert()
-    r = curl(t, hk.url("/fed/v1/query"), cacert=hk.bundle, cert=scrt, key=skey,
-             data=json.dumps({"dataset": "hongkong/stroke-registry", "operation": "count"}),
-             headers=["x-baygate-hops: guangzhou,shenzhen", "x-baygate-dest: hongkong",
-                      "x-baygate-requester: spiffe://guangzhou.gba/firm/demo"])
+
+    def provider_leg(contract=None, query_id=None):
+        """hongkong as the provider sees a leg: from its peer shenzhen, for the firm (a fresh
+        query id unless |query_id|: the same one is a home gateway's retry)."""
+        h = ["x-baygate-hops: guangzhou,shenzhen", "x-baygate-dest: hongkong",
+             "x-baygate-requester: " + FIRM, "content-type: " + PB]
+        if contract:
+            h.append("x-baygate-contract: " + contract)
+        return curl(t, hk.url("/fed/v1/query"), cacert=hk.bundle, cert=scrt, key=skey,
+                    data=leg_body("stroke-registry", query_id=query_id), headers=h)
+    r = provider_leg()
     t.check(r.status == 403 and r.error_code() == "contract_required",
             "provider: federated query without x-baygate-contract: 403 contract_required", r)
 
@@ -175,22 +220,29 @@ def main(t):
             "a contract ending at %s (valid_until instead of valid_days): 201" % end, r)
     r = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": sid})
     t.check(r.status == 200, "before its end: 200", r)
+    retry_sid = uuid.uuid4().hex
+    r = provider_leg(sid, query_id=retry_sid)
+    t.check(r.status == 200 and r.headers.get("content-type") == PB,
+            "before its end the provider answers the same leg sent straight to it: 200", r)
     while time.time() < harness_ts(end) + 1.2:
         time.sleep(0.2)
     r = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": sid})
     t.check(r.status == 403 and r.error_code() == "contract_expired",
             "after its end the home refuses: 403 contract_expired", r)
-    r = curl(t, hk.url("/fed/v1/query"), cacert=hk.bundle, cert=scrt, key=skey,
-             data=json.dumps({"dataset": "hongkong/stroke-registry", "operation": "count"}),
-             headers=["x-baygate-hops: guangzhou,shenzhen", "x-baygate-dest: hongkong",
-                      "x-baygate-contract: " + sid,
-                      "x-baygate-requester: spiffe://guangzhou.gba/firm/demo"])
+    r = provider_leg(sid)
     t.check(r.status == 403 and r.error_code() == "contract_expired",
             "and so does the provider: 403 contract_expired", r)
+    r = provider_leg(sid, query_id=retry_sid)
+    t.check(r.status == 403 and r.error_code() == "contract_expired",
+            "   also for a leg it answered before its end, retried with the same query id", r)
     r = propose(gz, dict(short, valid_until="2001-01-01T00:00:00Z"))
     t.check(r.status == 400, "an end time in the past: 400", r)
 
     # ---- revocation: both sides refuse at once
+    retry_cid = uuid.uuid4().hex
+    r = provider_leg(cid, query_id=retry_cid)
+    t.check(r.status == 200 and r.headers.get("content-type") == PB,
+            "before revocation the provider answers a leg under the contract: 200", r)
     r = curl(t, gz.url("/v1/contracts/" + cid), cacert=gz.bundle, cert=gz.client("firm")[0],
              key=gz.client("firm")[1], method="DELETE")
     t.check(r.status == 200 and (r.json() or {}).get("state") == "REVOKED",
@@ -199,13 +251,12 @@ def main(t):
     r = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": cid})
     t.check(r.status == 403 and r.error_code() == "contract_revoked",
             "home refuses the revoked contract: 403 contract_revoked", r)
-    r = curl(t, hk.url("/fed/v1/query"), cacert=hk.bundle, cert=scrt, key=skey,
-             data=json.dumps({"dataset": "hongkong/stroke-registry", "operation": "count"}),
-             headers=["x-baygate-hops: guangzhou,shenzhen", "x-baygate-dest: hongkong",
-                      "x-baygate-contract: " + cid,
-                      "x-baygate-requester: spiffe://guangzhou.gba/firm/demo"])
+    r = provider_leg(cid)
     t.check(r.status == 403 and r.error_code() == "contract_revoked" and time.time() - t0 < 1.0,
             "provider refuses it too, within a second: 403 contract_revoked", r)
+    r = provider_leg(cid, query_id=retry_cid)
+    t.check(r.status == 403 and r.error_code() == "contract_revoked",
+            "   also for a leg it answered before, retried with the same query id", r)
     r = curl(t, gz.url("/v1/contracts/" + cid), cacert=gz.bundle, cert=gz.client("firm")[0],
              key=gz.client("firm")[1], method="DELETE")
     t.check(r.status == 200 and (r.json() or {}).get("state") == "REVOKED",

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Forwarding over two and three hops in the demo topology (guangzhou-shenzhen,
 shenzhen-hongkong, guangzhou-macau): x-baygate-route, one request id in every access log on the
-way, every city reaches every other; the request id and hop list reach a real upstream."""
+way, every city reaches every other; the request id and hop list reach a real upstream.
+macau's data space is an external upstream (upstream.py, passthrough) that gets opaque datasets
+relayed to it; the other cities hold the embedded data space, queried with real federated
+queries (hongkong/stroke-registry, guangzhou/cerebral-infarction)."""
 import json
 import os
 
@@ -16,6 +19,15 @@ PATHS = {  # (from, to) -> expected route
     ("shenzhen", "macau"): "shenzhen,guangzhou,macau",
     ("macau", "guangzhou"): "macau,guangzhou",
 }
+DATASET = {  # a dataset of each destination: real ones on the embedded spaces, opaque at macau
+    "hongkong": "hongkong/stroke-registry",
+    "guangzhou": "guangzhou/cerebral-infarction",
+    "macau": "macau/x",
+}
+
+
+def count_query(gw, dataset, **kw):
+    return gw.query(None, body=json.dumps({"dataset": dataset, "op": "count"}), **kw)
 
 
 def log_lines(gw, rid, timeout=3.0):
@@ -74,21 +86,27 @@ def main(t):
             and len(r.headers.get("x-request-id", "")) == 32,
             "invalid client x-request-id replaced by a generated one", r.headers)
 
-    # two hops: guangzhou -> shenzhen -> hongkong (builtin)
+    # two hops: guangzhou -> shenzhen -> hongkong (embedded data space, a federated query)
     rid2 = "it-2hop-0002"
-    r = gws["guangzhou"].query("hongkong/port-throughput", headers=["x-request-id: " + rid2])
+    r = count_query(gws["guangzhou"], "hongkong/stroke-registry",
+                    headers=["x-request-id: " + rid2])
     j = r.json() or {}
     t.check(r.status == 200 and r.headers.get("x-baygate-route") == "guangzhou,shenzhen,hongkong",
             "guangzhou -> hongkong: 200, route guangzhou,shenzhen,hongkong", r)
-    t.check(j.get("city") == "hongkong" and j.get("route") == "guangzhou,shenzhen,hongkong"
-            and j.get("request_id") == rid2,
-            "hongkong built-in responder body: city, route, request_id", r.body)
+    t.check(j.get("dataset") == "hongkong/stroke-registry" and
+            j.get("result", {}).get("count") == gws["hongkong"].space_rows and
+            j.get("cities", {}).get("hongkong", {}).get("route") == "guangzhou,shenzhen,hongkong"
+            and r.headers.get("x-request-id") == rid2,
+            "hongkong's answer: its rows counted, per-city route, the client's request id", r)
     for c in ("guangzhou", "shenzhen", "hongkong"):
         t.check(log_lines(gws[c], rid2), "%s access log has %s" % (c, rid2))
+    e = log_lines(gws["shenzhen"], rid2)
+    t.check(e and e[0].get("route") == "/fed/v1/query" and e[0].get("status") == 200,
+            "   shenzhen logged the leg as transit on /fed/v1/query, 200", e)
     t.check(not log_lines(gws["macau"], rid2, 0.5), "macau access log does not have %s" % rid2)
 
     for (a, b), route in PATHS.items():
-        r = gws[a].query("%s/x" % b)
+        r = count_query(gws[a], DATASET[b])
         t.check(r.status == 200 and r.headers.get("x-baygate-route") == route,
                 "%s -> %s: 200 route %s" % (a, b, route), r)
     # the hop list reaching macau's upstream names each gateway before macau

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """h2c only where allowed: prior-knowledge cleartext works on a `local: true` listener (with and
 without client_identity), not on the TLS port; `tls: false` without `local: true` (or on a
-non-loopback address) is rejected by --check-config with exit 2 and file:line."""
+non-loopback address) is rejected by --check-config with exit 2 and file:line. Queries are real
+federated counts on the embedded data spaces (shenzhen/stroke-registry,
+guangzhou/cerebral-infarction)."""
 import json
 import os
 
@@ -15,7 +17,8 @@ def main(t):
                                  "client_identity": "spiffe://shenzhen.gba/firm/frontend"}})
     gz, sz = gws["guangzhou"], gws["shenzhen"]
     gz.start()
-    body = json.dumps({"dataset": "guangzhou/air-quality"})
+    body = json.dumps({"dataset": "guangzhou/cerebral-infarction", "op": "count"})
+    rows = gz.space_rows
 
     r = curl(t, gz.local_url("/healthz"), h2c=True)
     t.check(r.status == 200 and r.version == "2", "h2c prior knowledge GET /healthz on local -> 200 HTTP/2", r)
@@ -33,14 +36,22 @@ def main(t):
         t.check(False, "shenzhen with a local listener carrying client_identity starts", e)
     if sz.alive():
         r = curl(t, sz.local_url("/v1/queries"), h2c=True,
-                 data=json.dumps({"dataset": "shenzhen/metro-flows"}), headers=["x-request-id: h2c-ident-1"])
-        t.check(r.status == 200 and r.version == "2" and (r.json() or {}).get("city") == "shenzhen",
-                "h2c POST /v1/queries on local listener with client_identity -> 200", r)
+                 data=json.dumps({"dataset": "shenzhen/stroke-registry", "op": "count"}),
+                 headers=["x-request-id: h2c-ident-1"])
+        j = r.json() or {}
+        t.check(r.status == 200 and r.version == "2" and
+                j.get("result", {}).get("count") == rows and
+                j.get("cities", {}).get("shenzhen", {}).get("status") == "ok",
+                "h2c POST /v1/queries on local listener with client_identity -> 200, "
+                "shenzhen's rows counted", r)
         e = sz.log_for("h2c-ident-1")
         t.check(e and "shenzhen.gba/firm/frontend" in json.dumps(e[0]),
                 "   access log peer names the configured client_identity", e)
         r = curl(t, sz.local_url("/v1/queries"), h2c=True, data=body)
-        t.check(r.status == 200 and r.headers.get("x-baygate-route") == "shenzhen,guangzhou",
+        j = r.json() or {}
+        t.check(r.status == 200 and r.headers.get("x-baygate-route") == "shenzhen,guangzhou" and
+                j.get("result", {}).get("count") == rows and
+                j.get("cities", {}).get("guangzhou", {}).get("route") == "shenzhen,guangzhou",
                 "h2c local at shenzhen -> forwarded to guangzhou: 200, route shenzhen,guangzhou", r)
 
     # HTTP/1.1 cleartext on the local listener is not served

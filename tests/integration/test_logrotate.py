@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Access-log rotation: move access.log away, SIGUSR1 makes the gateway reopen its path; lines
 before the signal are in the moved file, lines after in the new one, none lost or doubled, while
-requests keep flowing from another thread the whole time."""
+requests keep flowing from another thread the whole time (real counts on guangzhou's embedded
+data space)."""
+import json
 import os
 import signal
 import threading
@@ -23,7 +25,9 @@ def main(t):
         i = 0
         while not stop.is_set() and i < 400:
             rid = "rot-%04d" % i
-            r = gz.query("guangzhou/x", headers=["x-request-id: " + rid])
+            r = gz.query(None, body=json.dumps({"dataset": "guangzhou/cerebral-infarction",
+                                                "op": "count"}),
+                         headers=["x-request-id: " + rid])
             if r.status == 200:
                 sent.append(rid)
             i += 1

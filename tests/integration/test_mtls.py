@@ -1,15 +1,87 @@
 #!/usr/bin/python3
 """mTLS: trusted city firm cert accepted (POST /v1/queries 200 over HTTP/2); no client cert ->
 403 client_certificate_required (but /healthz 200); a cert from an untrusted CA and an expired
-cert fail the handshake; wrong SPIFFE identity on /fed/v1/query -> 403 peer_not_allowed."""
+cert fail the handshake; wrong SPIFFE identity on /fed/v1/query -> 403 peer_not_allowed, the
+configured peer's gateway cert gets its protobuf leg answered (200 LegAnswer).
+The query is a real federated count on guangzhou's embedded data space
+(guangzhou/cerebral-infarction, 20000 synthetic rows)."""
 import json
 import os
 import subprocess
+import uuid
 
 import harness
 from harness import curl
 
 HANDSHAKE_FAIL = (35, 56, 16, 92)  # curl: SSL connect error / recv failure / HTTP/2 / stream
+ROWS = 20000  # harness default space_rows
+DATASET = "guangzhou/cerebral-infarction"
+PB = "application/x-protobuf"
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _ld(field, data):
+    data = data.encode() if isinstance(data, str) else data
+    return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def leg_body(name, op=1, query_id=None):
+    """A protobuf baygate.space.Leg (space/space.proto) as a home gateway sends it on
+    /fed/v1/query: query_id (a fresh one per leg, as every query gets, unless given) and
+    Query{dataset: name without city, op: 1 = count}."""
+    qid = query_id or uuid.uuid4().hex
+    return _ld(1, qid) + _ld(2, _ld(1, name) + _varint(2 << 3) + _varint(op))
+
+
+def pb_fields(buf):
+    """{field number: [values]} of one protobuf message (varints as int, LEN as bytes)."""
+    out, i = {}, 0
+    while i < len(buf):
+        key, i = _read_varint(buf, i)
+        f, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _read_varint(buf, i)
+        elif wt == 2:
+            n, i = _read_varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        elif wt == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wt == 5:
+            v, i = buf[i:i + 4], i + 4
+        else:
+            raise ValueError("wire type %d" % wt)
+        out.setdefault(f, []).append(v)
+    return out
+
+
+def _read_varint(buf, i):
+    n = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def leg_answer(path):
+    """(city, n of the first cell) of the LegAnswer in file |path|, or (None, None)."""
+    try:
+        with open(path, "rb") as f:
+            a = pb_fields(f.read())
+        cell = pb_fields(pb_fields(a[2][0])[5][0])
+        return a[1][0].decode(), cell.get(2, [0])[0]
+    except (OSError, KeyError, IndexError, ValueError):
+        return None, None
 
 
 def main(t):
@@ -18,7 +90,7 @@ def main(t):
     gz = gws["guangzhou"]
     for c in ("shenzhen", "hongkong", "guangzhou"):
         gws[c].start()
-    body = json.dumps({"dataset": "guangzhou/air-quality"})
+    body = json.dumps({"dataset": DATASET, "op": "count"})
 
     # accepted: own city firm, and a firm of another trusted city
     for who in ("guangzhou", "hongkong"):
@@ -27,8 +99,10 @@ def main(t):
         t.check(r.rc == 0 and r.status == 200 and r.version == "2",
                 "%s firm cert: POST /v1/queries -> 200 over HTTP/2" % who, r)
         j = r.json() or {}
-        t.check(j.get("city") == "guangzhou" and j.get("dataset") == "guangzhou/air-quality",
-                "%s firm: built-in responder body names city and dataset" % who, r.body)
+        t.check(j.get("dataset") == DATASET and j.get("result", {}).get("count") == ROWS and
+                j.get("cities", {}).get("guangzhou", {}).get("status") == "ok",
+                "%s firm: answer counts guangzhou's %d rows of %s" % (who, ROWS, DATASET),
+                r.body)
         t.check(bool(r.headers.get("x-request-id")), "%s firm: x-request-id returned" % who,
                 r.headers)
 
@@ -58,28 +132,36 @@ def main(t):
     # the gateway keeps serving after the refusals
     crt, key = gz.client("firm")
     r = curl(t, gz.url("/v1/queries"), cacert=gz.bundle, cert=crt, key=key, data=body)
-    t.check(r.status == 200, "still serving after refused handshakes", r)
+    t.check(r.status == 200 and (r.json() or {}).get("result", {}).get("count") == ROWS,
+            "still serving after refused handshakes", r)
 
-    # /fed/v1/query: only configured peers
-    fed_hdrs = ["x-baygate-hops: shenzhen", "x-request-id: mtls-fed-1"]
+    # /fed/v1/query: only configured peers; the body is a leg as a peer sends it
+    fed_hdrs = ["x-baygate-hops: shenzhen", "x-baygate-dest: guangzhou",
+                "x-request-id: mtls-fed-1", "content-type: " + PB]
+    leg = leg_body(DATASET.split("/")[1])
     cases = [
         ("guangzhou firm cert", gz.client("firm")),
         ("shenzhen firm cert", gws["shenzhen"].client("firm")),
         ("hongkong gateway cert (trusted, not a peer of guangzhou)", gws["hongkong"].gateway_cert()),
     ]
     for what, (crt, key) in cases:
-        r = curl(t, gz.url("/fed/v1/query"), cacert=gz.bundle, cert=crt, key=key, data=body,
+        r = curl(t, gz.url("/fed/v1/query"), cacert=gz.bundle, cert=crt, key=key, data=leg,
                  headers=fed_hdrs)
         t.check(r.status == 403 and r.error_code() == "peer_not_allowed",
                 "%s on /fed/v1/query -> 403 peer_not_allowed" % what, r)
-    r = curl(t, gz.url("/fed/v1/query"), cacert=gz.bundle, data=body, headers=fed_hdrs)
+    r = curl(t, gz.url("/fed/v1/query"), cacert=gz.bundle, data=leg, headers=fed_hdrs)
     t.check(r.status == 403 and r.error_code() == "peer_not_allowed",
             "no cert on /fed/v1/query -> 403 peer_not_allowed", r)
-    # and the configured peer is accepted
+    # and the configured peer is accepted: its leg is answered with a LegAnswer
     crt, key = gws["shenzhen"].gateway_cert()
-    r = curl(t, gz.url("/fed/v1/query"), cacert=gz.bundle, cert=crt, key=key, data=body,
-             headers=fed_hdrs)
-    t.check(r.status == 200, "shenzhen gateway cert (configured peer) on /fed/v1/query -> 200", r)
+    out = t.path("fed-answer.pb")
+    r = curl(t, gz.url("/fed/v1/query"), cacert=gz.bundle, cert=crt, key=key, data=leg,
+             headers=fed_hdrs, output=out)
+    city, n = leg_answer(out)
+    t.check(r.status == 200 and r.headers.get("content-type") == PB and city == "guangzhou"
+            and n == ROWS,
+            "shenzhen gateway cert (configured peer) on /fed/v1/query -> 200 LegAnswer from "
+            "guangzhou, count %s" % n, r)
 
     # openssl s_client: TLS 1.3 + ALPN h2 negotiated; a client not offering h2 is refused
     def s_client(alpn, extra=()):

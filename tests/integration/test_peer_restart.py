@@ -3,7 +3,9 @@
 -> 502 peer_unavailable within timeouts.connect_ms (+ margin); /readyz turns 503 naming
 shenzhen; while shenzhen's port is a black hole (TCP accepted by the kernel, no TLS answer) the
 502 comes after about connect_ms; restart shenzhen on the same port; within 10 s queries
-succeed again."""
+succeed again. Queries are real federated counts on the embedded data spaces
+(shenzhen/stroke-registry; guangzhou/cerebral-infarction for the own city)."""
+import json
 import socket
 import time
 
@@ -11,6 +13,17 @@ import harness
 
 CONNECT_MS = 1000
 MARGIN_S = 2.0
+SZ_DATA = "shenzhen/stroke-registry"
+GZ_DATA = "guangzhou/cerebral-infarction"
+
+
+def count(gw, dataset, **kw):
+    return gw.query(None, body=json.dumps({"dataset": dataset, "op": "count"}), **kw)
+
+
+def answered(r, rows):
+    """200 with the destination's rows counted."""
+    return r.status == 200 and (r.json() or {}).get("result", {}).get("count") == rows
 
 
 def main(t):
@@ -20,21 +33,21 @@ def main(t):
     sz.start()
     gz.start()
     t.check(gz.wait_peers(10), "guangzhou ready with shenzhen connected", gz.readyz())
-    r = gz.query("shenzhen/metro")
-    t.check(r.status == 200, "before: guangzhou -> shenzhen 200", r)
+    r = count(gz, SZ_DATA)
+    t.check(answered(r, sz.space_rows), "before: guangzhou -> shenzhen 200", r)
 
     sz.kill()
     t.log("shenzhen SIGKILLed")
     messages = []
     for i in range(3):
-        r = gz.query("shenzhen/metro", timeout=20)
+        r = count(gz, SZ_DATA, timeout=20)
         messages.append(((r.json() or {}).get("error") or {}).get("message", ""))
         t.check(r.status == 502 and r.error_code() == "peer_unavailable"
                 and r.elapsed < CONNECT_MS / 1000.0 + MARGIN_S,
                 "peer down, try %d: 502 peer_unavailable in %.2f s (< %.1f s)"
                 % (i + 1, r.elapsed, CONNECT_MS / 1000.0 + MARGIN_S), r)
-    r = gz.query("guangzhou/own")
-    t.check(r.status == 200, "own-city queries still 200 while the peer is down", r)
+    r = count(gz, GZ_DATA)
+    t.check(answered(r, gz.space_rows), "own-city queries still 200 while the peer is down", r)
     rz = harness.wait_until(lambda: (lambda x: x if x.status == 503 else None)(gz.readyz()), 5)
     t.check(rz and "shenzhen" in (rz.body or ""), "/readyz -> 503 naming shenzhen", rz or gz.readyz())
 
@@ -47,7 +60,7 @@ def main(t):
     # connect must give up after about connect_ms)
     waits = []
     for i in range(4):
-        r = gz.query("shenzhen/metro", timeout=20)
+        r = count(gz, SZ_DATA, timeout=20)
         messages.append(((r.json() or {}).get("error") or {}).get("message", ""))
         waits.append(round(r.elapsed, 2))
         t.check(r.status == 502 and r.error_code() == "peer_unavailable"
@@ -65,13 +78,13 @@ def main(t):
 
     sz.start()  # same config, same ports
     t0 = time.monotonic()
-    r = harness.wait_until(lambda: (lambda x: x if x.status == 200 else None)(
-        gz.query("shenzhen/metro", timeout=5)), 10, 0.2)
+    r = harness.wait_until(lambda: (lambda x: x if answered(x, sz.space_rows) else None)(
+        count(gz, SZ_DATA, timeout=5)), 10, 0.2)
     took = time.monotonic() - t0
     t.check(r, "after restart: guangzhou -> shenzhen 200 again within 10 s (%.2f s)" % took,
-            gz.query("shenzhen/metro"))
+            count(gz, SZ_DATA))
     t.check(gz.wait_peers(10), "/readyz 200 again after the restart", gz.readyz())
-    ok = sum(1 for _ in range(5) if gz.query("shenzhen/metro").status == 200)
+    ok = sum(1 for _ in range(5) if answered(count(gz, SZ_DATA), sz.space_rows))
     t.check(ok == 5, "5 more queries after recovery all 200 (%d)" % ok)
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """/readyz 200 when every peer is connected, 503 naming the peer that is down; who may read
-/readyz and /metrics over TLS; /metrics (Prometheus text) has baygate_requests_total etc."""
+/readyz and /metrics over TLS; /metrics (Prometheus text) has baygate_requests_total etc. The
+traffic counted is real federated counts (guangzhou's own cerebral-infarction, shenzhen's
+stroke-registry one hop away)."""
 import json
 import re
 
@@ -31,9 +33,12 @@ def main(t):
     r = gz.get("/metrics")
     t.check(r.status == 403, "TLS /metrics without cert -> 403", r)
 
+    answered = 0
     for _ in range(3):
-        gz.query("guangzhou/x")
-        gz.query("shenzhen/x")
+        for ds in ("guangzhou/cerebral-infarction", "shenzhen/stroke-registry"):
+            q = gz.query(None, body=json.dumps({"dataset": ds, "op": "count"}))
+            answered += q.status == 200
+    t.check(answered == 6, "6 queries (own city and shenzhen) answered 200 (%d)" % answered)
     gz.get("/nope", cert=gz.client("firm"))
     r = curl(t, gz.local_url("/metrics"), h2c=True)
     t.check(r.status == 200 and "baygate_requests_total" in (r.body or ""),

@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """SIGHUP reloads peers, routes and upstream without dropping connections:
-- guangzhou starts peered with shenzhen only; a query for hongkong data -> 404 unknown_city;
+- guangzhou starts peered with shenzhen only; a query for hongkong data -> 502 no_route (a
+  federated query on hongkong/stroke-registry) or 404 unknown_city (an opaque dataset);
 - one HTTP/2 connection (python h2 over mTLS) is opened and used before the reload, a slow
   request is in flight on it during the reload, and the same connection serves after it;
 - the config gains peer hongkong and loses nothing: SIGHUP -> hongkong queries 200 with route
   guangzhou,hongkong, the shenzhen session is not re-established (one "session up" in the log);
 - a config that changes a listener, and one with a syntax error, are refused on SIGHUP with a
   logged reason while the gateway keeps serving with what it had;
-- removing shenzhen -> its queries answer 404 unknown_city."""
+- removing shenzhen -> its queries answer 502 no_route (404 unknown_city for an opaque one).
+Queries are real federated counts on the embedded data spaces of shenzhen and hongkong; the slow
+request goes to guangzhou's own upstream.py (delay 2 s, passthrough) as an opaque dataset."""
 import json
 import os
 import signal
@@ -23,6 +26,8 @@ import h2.events
 import harness
 
 WORKERS = 2  # reload must reach every worker's sessions
+SZ_DATA = "shenzhen/stroke-registry"
+HK_DATA = "hongkong/stroke-registry"
 
 
 class H2Conn:
@@ -71,7 +76,7 @@ class H2Conn:
     def start(self, dataset):
         with self.lock:
             sid = self.conn.get_next_available_stream_id()
-            body = json.dumps({"dataset": dataset}).encode()
+            body = json.dumps({"dataset": dataset, "op": "count"}).encode()
             self.conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"),
                                          (":authority", "x"), (":path", "/v1/queries"),
                                          ("content-type", "application/json")])
@@ -95,6 +100,17 @@ class H2Conn:
             pass
 
 
+def counted(res, city, rows, route=None):
+    """An HTTP/2 result of a count: 200, |rows| counted, |city| answered (over |route|)."""
+    try:
+        j = json.loads(res.get("body") or b"{}")
+    except ValueError:
+        return False
+    c = (j.get("cities") or {}).get(city) or {}
+    return (res.get("status") == 200 and (j.get("result") or {}).get("count") == rows and
+            c.get("status") == "ok" and (route is None or c.get("route") == route))
+
+
 def count_in_log(gw, needle):
     with open(gw.cur_err_path, "rb") as f:
         return f.read().decode("utf-8", "replace").count(needle)
@@ -113,14 +129,18 @@ def main(t):
     for g in (sz, hk, gz):
         g.start()
     t.check(gz.wait_peers(10), "guangzhou ready (shenzhen connected)", gz.readyz())
-    r = gz.query("hongkong/stroke-registry")
+    r = gz.query(None, body=json.dumps({"dataset": HK_DATA, "op": "count"}))
+    t.check(r.status == 502 and r.error_code() == "no_route",
+            "before reload: hongkong unreachable -> 502 no_route", r)
+    r = gz.query("hongkong/x")
     t.check(r.status == 404 and r.error_code() == "unknown_city",
-            "before reload: hongkong unreachable -> 404 unknown_city", r)
+            "before reload: opaque hongkong dataset -> 404 unknown_city", r)
 
     crt, key = gz.client("firm")
     c = H2Conn(gz.tls_port, gz.bundle, crt, key)
-    res = c.wait(c.start("shenzhen/metro"))
-    t.check(res.get("status") == 200, "one h2 connection: shenzhen query 200 before reload", res)
+    res = c.wait(c.start(SZ_DATA))
+    t.check(counted(res, "shenzhen", sz.space_rows),
+            "one h2 connection: shenzhen query 200 before reload", res)
 
     # a slow request (upstream delays 2 s) in flight across the reload
     slow = c.start("guangzhou/own")
@@ -129,17 +149,19 @@ def main(t):
     gz.write_config()
     gz.signal(signal.SIGHUP)
     res = c.wait(slow, timeout=15)
-    t.check(res.get("status") == 200 and not c.closed,
-            "request in flight during SIGHUP completes 200 on the same connection", res)
+    t.check(res.get("status") == 200 and b'"upstream": "py"' in res.get("body", b"") and
+            not c.closed and up.requests_seen() == 1,
+            "request in flight during SIGHUP completes 200 (the upstream's answer) on the same "
+            "connection", res)
 
     ok = harness.wait_until(lambda: (lambda x: x if x.status == 200 else None)(gz.readyz()), 10)
     t.check(ok and "hongkong" in ok.body, "after reload: readyz 200 lists hongkong", ok or gz.readyz())
-    res = c.wait(c.start("hongkong/stroke-registry"))
-    body = json.loads(res.get("body") or b"{}") if res.get("status") == 200 else {}
-    t.check(res.get("status") == 200 and body.get("route") == "guangzhou,hongkong",
+    res = c.wait(c.start(HK_DATA))
+    t.check(counted(res, "hongkong", hk.space_rows, "guangzhou,hongkong"),
             "after reload, same connection: hongkong query 200 via guangzhou,hongkong", res)
-    res = c.wait(c.start("shenzhen/metro"))
-    t.check(res.get("status") == 200, "after reload, same connection: shenzhen still 200", res)
+    res = c.wait(c.start(SZ_DATA))
+    t.check(counted(res, "shenzhen", sz.space_rows),
+            "after reload, same connection: shenzhen still 200", res)
     n_up = count_in_log(gz, 'peer=shenzhen url=')
     t.check(count_in_log(gz, 'peer=shenzhen url=https://127.0.0.1:%d msg="session up"'
                          % sz.tls_port) == WORKERS,
@@ -162,17 +184,22 @@ def main(t):
     time.sleep(0.5)
     t.check(count_in_log(gz, "new configuration invalid") == 1,
             "invalid file on SIGHUP refused with a logged reason", gz.stderr_tail(5))
-    res = c.wait(c.start("hongkong/stroke-registry"))
-    t.check(res.get("status") == 200, "still serving hongkong after refused reloads", res)
+    res = c.wait(c.start(HK_DATA))
+    t.check(counted(res, "hongkong", hk.space_rows),
+            "still serving hongkong after refused reloads", res)
 
     # removing a peer
     gz.peers = [("hongkong", hk)]
     gz.write_config()
     gz.signal(signal.SIGHUP)
+    sz_q = json.dumps({"dataset": SZ_DATA, "op": "count"})
     gone = harness.wait_until(
-        lambda: (lambda x: x if x.status == 404 else None)(gz.query("shenzhen/metro")), 10)
-    t.check(gone and gone.error_code() == "unknown_city",
-            "after removing shenzhen: its queries -> 404 unknown_city", gone)
+        lambda: (lambda x: x if x.status != 200 else None)(gz.query(None, body=sz_q)), 10)
+    t.check(gone and gone.status == 502 and gone.error_code() == "no_route",
+            "after removing shenzhen: its queries -> 502 no_route", gone)
+    r = gz.query("shenzhen/x")
+    t.check(r.status == 404 and r.error_code() == "unknown_city",
+            "after removing shenzhen: an opaque shenzhen dataset -> 404 unknown_city", r)
     t.check(count_in_log(gz, 'peer=shenzhen msg="session retired by reload"') == WORKERS,
             "the shenzhen session of every worker was retired", gz.stderr_tail(10))
     mt = harness.curl(t, gz.local_url("/metrics"), h2c=True, timeout=5)
@@ -180,8 +207,8 @@ def main(t):
             % WORKERS in mt.body and
             'baygate_peer_state{peer="shenzhen",state="connected"} 0' in mt.body,
             "metrics: hongkong connected on every worker, shenzhen gone", mt.body[-800:])
-    res = c.wait(c.start("hongkong/stroke-registry"))
-    t.check(res.get("status") == 200 and not c.closed,
+    res = c.wait(c.start(HK_DATA))
+    t.check(counted(res, "hongkong", hk.space_rows) and not c.closed,
             "the original connection still serves after three reloads", res)
     c.close()
 

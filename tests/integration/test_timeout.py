@@ -1,6 +1,11 @@
 #!/usr/bin/python3
 """Next hop too slow -> 504 timeout: an upstream that answers after 3 s behind a gateway with
-timeouts.request_ms 1000 (direct, and one hop away); a fast upstream still gets 200."""
+timeouts.request_ms 1000 (direct, and one hop away); a fast upstream still gets 200.
+guangzhou's data space is upstream.py with --delay (passthrough): an opaque dataset is relayed
+to it, and a federated query leg from shenzhen for guangzhou/cerebral-infarction is sent to it as
+a data-space query; shenzhen's embedded data space answers its own stroke-registry at once."""
+import json
+
 import harness
 
 REQUEST_MS = 1000
@@ -29,8 +34,21 @@ def main(t):
     t.check(r.status == 504 and r.elapsed < DELAY,
             "via shenzhen -> guangzhou -> slow upstream: 504 in %.2f s" % r.elapsed, r)
 
-    r = sz.query("shenzhen/fast")
-    t.check(r.status == 200, "shenzhen built-in still 200", r)
+    # a federated query leg: shenzhen (home) -> guangzhou, whose data space is the slow upstream
+    seen = slow.requests_seen()
+    r = sz.query(None, body=json.dumps({"dataset": "guangzhou/cerebral-infarction", "op": "count"}),
+                 headers=["x-request-id: slow-leg"], timeout=20)
+    t.check(r.status == 504 and r.error_code() == "timeout" and
+            REQUEST_MS / 1000.0 - 0.1 <= r.elapsed < DELAY,
+            "federated leg to guangzhou's slow data space: 504 timeout in %.2f s" % r.elapsed, r)
+    t.check(harness.wait_until(lambda: slow.requests_seen() > seen, 3),
+            "   the leg reached guangzhou's data space (the upstream saw it)")
+    e = gz.log_for("slow-leg")
+    t.check(e and e[0].get("route") == "/fed/v1/query", "   guangzhou logged the leg", e)
+
+    r = sz.query(None, body=json.dumps({"dataset": "shenzhen/stroke-registry", "op": "count"}))
+    t.check(r.status == 200 and (r.json() or {}).get("result", {}).get("count") == sz.space_rows,
+            "shenzhen's embedded data space still answers 200", r)
     # the gateway recovers: after the slow upstream answered, its late answer is dropped
     import time
     time.sleep(DELAY)
