@@ -1138,7 +1138,8 @@ static void qrun_phase_done(qrun *run)
 static void on_run_deadline(evutil_socket_t fd, short what, void *arg)
 {
     qrun *run = arg;
-    gw_worker *w = run->s->conn->w;
+    gw_stream *s = run->s; /* outlives |run|: a stream closes only after its answer went out */
+    gw_worker *w = s->conn->w;
     (void)fd;
     (void)what;
     run->timer_set = false;
@@ -1151,9 +1152,9 @@ static void on_run_deadline(evutil_socket_t fd, short what, void *arg)
         if (l->local != NULL && l->local->queued) {
             l->local->leg = NULL; /* its result is dropped when it comes back */
         } else if (l->local != NULL) { /* the external data space's call */
-            if (run->s->up != NULL) {
-                gw_cstream_detach(run->s->up);
-                run->s->up = NULL;
+            if (s->up != NULL) {
+                gw_cstream_detach(s->up);
+                s->up = NULL;
             }
             xjob_free(l->local);
         }
@@ -1163,8 +1164,8 @@ static void on_run_deadline(evutil_socket_t fd, short what, void *arg)
         } else {
             leg_finish(l, 0, "timeout", "no answer before the query's deadline", NULL, 0);
         }
-        if (run->s == NULL || run->s->ctx != run) {
-            break; /* the run answered and was freed */
+        if (s->ctx != (void *)run) {
+            break; /* the run answered and was freed: |run| must not be read again */
         }
     }
     gw_worker_run_deferred(w);
