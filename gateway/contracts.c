@@ -960,7 +960,8 @@ static void refusal(int rv, const char *id, gw_refusal *out)
     case BG_ERR_BUDGET_EXHAUSTED:
         status = 429;
         code = "budget_exhausted";
-        snprintf(out->msg, sizeof(out->msg), "contract %s has no queries left", id);
+        snprintf(out->msg, sizeof(out->msg),
+                 "contract %s has no queries (or privacy budget) left", id);
         break;
     default:
         status = 503;
@@ -1019,6 +1020,7 @@ typedef struct scope {
     uint32_t k; /* effective minimum cell size */
     bool has_epsilon;
     double epsilon;
+    char purpose[128]; /* canonical */
 } scope;
 
 struct gw_scope_cache {
@@ -1084,6 +1086,7 @@ static const scope *scope_load(gw_worker *w, const char *id, const bg_buf *b)
     }
     const trust_contract_body *cb = trust_contract_get_body(c);
     sc->k = cb->min_cell_size;
+    bg_strlcpy(sc->purpose, cb->purpose != NULL ? cb->purpose : "", sizeof(sc->purpose));
     sc->has_epsilon = cb->has_epsilon;
     sc->epsilon = cb->epsilon;
     int rv = dup_list(&sc->datasets, &sc->ndatasets, cb->datasets, cb->ndatasets);
@@ -1187,12 +1190,14 @@ bool gw_contracts_check_home(gw_worker *w, const char *id, const char *requester
     return scope_check(w, id, requester, dataset, op, now_s(), true, why) != NULL;
 }
 
-bool gw_contracts_limits(gw_worker *w, const char *id, uint32_t *k, double *epsilon)
+bool gw_contracts_limits(gw_worker *w, const char *id, uint32_t *k, double *epsilon,
+                         char *purpose, size_t cap)
 {
     const scope *sc = scope_cached(w, id);
     if (sc == NULL) {
         return false;
     }
+    bg_strlcpy(purpose, sc->purpose, cap);
     *k = sc->k;
     *epsilon = sc->has_epsilon ? sc->epsilon : 0.0;
     return true;

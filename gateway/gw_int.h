@@ -23,6 +23,7 @@
 #include "base/clock.h"
 #include "conf/conf.h"
 #include "routing/table.h"
+#include "trust/ledger.h"
 #include "trust/tls.h"
 #include "gateway/io.h"
 
@@ -46,6 +47,7 @@ typedef enum gw_route_id {
     GW_ROUTE_FED_CONTRACTS, /* /fed/v1/contracts[/finalize] */
     GW_ROUTE_CATALOG,       /* /v1/catalog */
     GW_ROUTE_FED_CATALOG,   /* /fed/v1/catalog */
+    GW_ROUTE_LEDGER,        /* /v1/ledger/..., /v1/receipts[/<index>] (regulators) */
     GW_ROUTE_OTHER,
     GW_ROUTE_COUNT
 } gw_route_id;
@@ -98,6 +100,8 @@ struct gw_server {
     struct space_db *space;     /* the embedded data space (upstream builtin), else NULL */
     struct space_pool *pool;    /* its executor threads */
     struct gw_answers *answers; /* queries.c: recent leg answers by query id (retries) */
+    struct trust_ledger *ledger;  /* receipts (<ledger.path>/receipts); NULL: none kept */
+    struct gw_receipts *receipts; /* receipts.c: the ledger's writer thread */
     gw_gen *gen;          /* newest generation (main's reference); guarded by gen_mu */
     pthread_mutex_t gen_mu;
     gw_accesslog *alog;
@@ -166,6 +170,29 @@ void gw_worker_defer(gw_worker *w, gw_flushable *f);
 void gw_worker_undefer(gw_worker *w, gw_flushable *f);
 /* Runs the queue until empty; every top-level event callback ends with this. */
 void gw_worker_run_deferred(gw_worker *w);
+/* A receipt on its way into the ledger (receipts.c). The owner fills |w|, |receipt| and
+ * |job| (deliver: runs on |w|'s loop once the append committed or failed; discard: the worker
+ * is being freed) and keeps the request alive until then. */
+typedef struct gw_receipt_req gw_receipt_req;
+struct gw_receipt_req {
+    gw_job job;
+    gw_receipt_req *next;
+    gw_worker *w;
+    trust_receipt receipt;
+    int result; /* 0, or why the append failed (nothing was appended) */
+    uint64_t index;
+    uint8_t leaf_hash[TRUST_LEDGER_HASH_LEN];
+};
+typedef struct gw_receipts gw_receipts;
+/* Starts the writer thread of srv->ledger; 0 or BG_ERR_* with |eb|. */
+int gw_receipts_start(gw_server *srv, bg_errbuf *eb);
+/* Appends what is queued, posts the results, joins the thread (after the workers stopped). */
+void gw_receipts_stop(gw_server *srv);
+/* Any loop thread: queues |r| for the next group commit. Without a ledger the result is an
+ * immediate BG_ERR_STORE (delivered the same way). */
+void gw_receipts_submit(gw_server *srv, gw_receipt_req *r);
+void gw_receipts_stats(gw_server *srv, uint64_t *appended, uint64_t *failed, uint64_t *batches);
+
 /* Any thread: hands |j| to |w|'s loop, which runs j->deliver (in posting order). */
 void gw_worker_post(gw_worker *w, gw_job *j);
 /* Fills |out| (33 bytes) with a fresh 32-hex-digit request id. */
@@ -388,9 +415,11 @@ typedef struct gw_refusal {
  * |op|. True to go on; false with |why|. True when this gateway keeps no contracts. */
 bool gw_contracts_check_home(gw_worker *w, const char *id, const char *requester,
                              const char *dataset, const char *op, gw_refusal *why);
-/* The effective minimum cell size and epsilon (0: none) of contract |id|, from the worker's
- * cache (filled by usage control on this worker). False when not cached. */
-bool gw_contracts_limits(gw_worker *w, const char *id, uint32_t *k, double *epsilon);
+/* The effective minimum cell size, epsilon (0: none) and canonical purpose (into |purpose|,
+ * |cap| bytes) of contract |id|, from the worker's cache (filled by usage control on this
+ * worker). False when not cached. */
+bool gw_contracts_limits(gw_worker *w, const char *id, uint32_t *k, double *epsilon,
+                         char *purpose, size_t cap);
 /* Frees the worker's contract caches (worker shutdown). */
 void gw_contracts_worker_dispose(gw_worker *w);
 /* The stream left w->consume before its commit (it is being freed). */
@@ -410,6 +439,11 @@ bool gw_queries_fed_parse(gw_stream *s);
 /* Catalogs: /v1/catalog (the federation's, for an authenticated client) and /fed/v1/catalog
  * (this city's datasets and gateway certificate, for a peer). */
 void gw_catalog_client(gw_stream *s);
+/* The regulators' ledger API (ledger_api.c), after client authentication. */
+void gw_ledger_api(gw_stream *s);
+/* A receipt as JSON, and a receipt reference {"city","index","leaf_hash"}; new references. */
+json_t *gw_receipt_json(const trust_receipt *r);
+json_t *gw_receipt_ref_json(const char *city, uint64_t index, const uint8_t leaf[32]);
 void gw_catalog_fed(gw_stream *s);
 /* Federation dataset names close to |name| ("a, b"), for a 404. */
 void gw_queries_near_names(const char *name, char *out, size_t cap);

@@ -43,7 +43,9 @@ void gw_request_classify(gw_stream *s)
         const char *prefix;
         gw_route_id id;
     } prefixes[] = {{"/v1/contracts", GW_ROUTE_CONTRACTS},
-                    {"/fed/v1/contracts", GW_ROUTE_FED_CONTRACTS}};
+                    {"/fed/v1/contracts", GW_ROUTE_FED_CONTRACTS},
+                    {"/v1/ledger", GW_ROUTE_LEDGER},
+                    {"/v1/receipts", GW_ROUTE_LEDGER}};
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
         size_t pl = strlen(prefixes[i].prefix);
         if (n >= pl && strncmp(p, prefixes[i].prefix, pl) == 0 && (n == pl || p[pl] == '/')) {
@@ -366,6 +368,12 @@ void gw_request_dispatch(gw_stream *s)
         gw_stream_error(s, 404, "not_found", "no such endpoint: %s", s->path);
         return;
     }
+    if (s->route == GW_ROUTE_LEDGER) {
+        if (stage_authenticate_client(s)) {
+            gw_ledger_api(s);
+        }
+        return;
+    }
     if (s->route == GW_ROUTE_CATALOG) {
         if (!method_is(s, "GET") && !method_is(s, "HEAD")) {
             gw_stream_error(s, 405, "method_not_allowed", "%s %s: use GET", s->method, s->path);
@@ -453,11 +461,63 @@ void gw_request_resume(gw_stream *s)
     }
 }
 
+/* A refusal receipt needs nobody waiting for it: freed when the writer is done with it. */
+static void refusal_receipt_done(gw_job *j)
+{
+    free(j);
+}
+
+/* A federated query refused at this city (it held the data): receipted like any use. The
+ * refusal carries no data, so it is answered first and recorded here, as the stream closes. */
+static void record_refusal(gw_stream *s, int status)
+{
+    gw_worker *w = s->conn->w;
+    const char *self = w->srv->cfg->city;
+    if (w->srv->ledger == NULL || s->route != GW_ROUTE_FED_QUERY || status < 400 ||
+        strcmp(s->dest, self) != 0 || strcmp(s->req_type, "application/x-protobuf") != 0) {
+        return;
+    }
+    gw_receipt_req *rq = calloc(1, sizeof(*rq));
+    if (rq == NULL) {
+        bg_log(BG_LOG_ERROR, "msg=\"refusal not receipted: out of memory\" request_id=%s",
+               s->request_id);
+        return;
+    }
+    trust_receipt *r = &rq->receipt;
+    r->kind = TRUST_RECEIPT_REFUSAL;
+    r->decision = TRUST_RECEIPT_REFUSED;
+    bg_strlcpy(r->request_id, s->request_id, sizeof(r->request_id));
+    bg_strlcpy(r->requester, s->requester, sizeof(r->requester));
+    char role[32];
+    if (trust_spiffe_parse(s->requester, r->home_city, sizeof(r->home_city), role,
+                           sizeof(role)) != 0) {
+        r->home_city[0] = 0;
+    }
+    bg_strlcpy(r->provider_city, self, sizeof(r->provider_city));
+    bg_strlcpy(r->counterpart_city, r->home_city, sizeof(r->counterpart_city));
+    if (strlen(s->contract) == TRUST_RECEIPT_CONTRACT_ID_LEN) {
+        bg_strlcpy(r->contract_id, s->contract, sizeof(r->contract_id));
+    }
+    if (s->dataset[0] && strlen(s->dataset) < sizeof(r->datasets[0])) {
+        bg_strlcpy(r->datasets[0], s->dataset, sizeof(r->datasets[0]));
+        r->ndatasets = 1;
+    }
+    bg_strlcpy(r->operation, s->operation, sizeof(r->operation));
+    r->error_code = status == 429 ? BG_ERR_BUDGET_EXHAUSTED
+                    : status == 403 ? BG_ERR_CONTRACT_REVOKED
+                                    : BG_ERR_INVAL;
+    rq->w = w;
+    rq->job.deliver = refusal_receipt_done;
+    rq->job.discard = refusal_receipt_done;
+    gw_receipts_submit(w->srv, rq);
+}
+
 void gw_request_record(gw_stream *s, uint32_t error_code)
 {
     gw_server *srv = s->conn->w->srv;
     uint64_t lat = bg_now_us() - s->start_us;
     int status = s->responded ? s->status : 0;
+    record_refusal(s, status);
     gw_metrics_request(srv->metrics, s->route, status, lat, s->bytes_in, s->bytes_out);
     if (gw_accesslog_enabled(srv->alog)) {
         gw_accesslog_write(srv->alog, s, srv->cfg->city, lat, error_code);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/thread.h>
@@ -20,6 +21,7 @@
 #include "space/data.h"
 #include "space/pool.h"
 #include "conf/profile.h"
+#include "trust/ledger.h"
 #include "trust/store.h"
 
 #define BAYGATE_VERSION "0.1.0"
@@ -27,6 +29,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: baygate --config FILE [--workers N]\n"
+               "       baygate --config FILE --verify-ledger   (check every receipt and exit)\n"
                "       baygate --check-config FILE\n"
                "       baygate --version\n"
                "Runs one city's federation gateway. Exit codes: 0 clean stop, 1 runtime failure,\n"
@@ -231,15 +234,17 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"check-config", required_argument, NULL, 'k'},
         {"workers", required_argument, NULL, 'w'},
+        {"verify-ledger", no_argument, NULL, 'L'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
     bool check_only = false;
+    bool verify_ledger = false;
     long workers = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "c:k:w:Vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:k:w:LVh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': path = optarg; break;
         case 'k': path = optarg; check_only = true; break;
@@ -250,6 +255,7 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'L': verify_ledger = true; break;
         case 'V': printf("baygate %s\n", BAYGATE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -320,6 +326,45 @@ int main(int argc, char **argv)
         (nprofiles > 0 && trust_store_open(&srv.store, cfg->ledger_path, 0, &eb) != 0)) {
         fprintf(stderr, "baygate: %s\n", eb.msg[0] ? eb.msg : "cannot start");
         goto out;
+    }
+    { /* the receipts ledger: checked before anything is served, in full with --verify-ledger */
+        char dir[4096];
+        uint64_t bad = UINT64_MAX;
+        snprintf(dir, sizeof(dir), "%s/receipts", cfg->ledger_path);
+        if (mkdir(cfg->ledger_path, 0700) != 0 && errno != EEXIST) {
+            fprintf(stderr, "baygate: ledger: %s: %s\n", cfg->ledger_path, strerror(errno));
+            goto out;
+        }
+        if (trust_ledger_open(&srv.ledger, dir, 0, &eb) != 0) {
+            fprintf(stderr, "baygate: ledger: %s\n", eb.msg);
+            goto out;
+        }
+        int lrv = trust_ledger_verify(srv.ledger, verify_ledger, &bad);
+        if (lrv == BG_ERR_SIGNATURE) {
+            if (bad != UINT64_MAX) {
+                fprintf(stderr, "baygate: ledger %s was altered: receipt %llu does not match its "
+                        "tree; refusing to start\n", dir, (unsigned long long)bad);
+            } else {
+                fprintf(stderr, "baygate: ledger %s was altered: its tree does not match its "
+                        "signed checkpoint; refusing to start\n", dir);
+            }
+            goto out;
+        }
+        if (lrv != 0) {
+            fprintf(stderr, "baygate: ledger %s cannot be checked: %s\n", dir, bg_strerror(lrv));
+            goto out;
+        }
+        if (verify_ledger) {
+            uint64_t n = 0;
+            trust_ledger_size(srv.ledger, &n);
+            printf("%s: ledger intact (%llu receipts)\n", dir, (unsigned long long)n);
+            status = 0;
+            goto out;
+        }
+        if (gw_receipts_start(&srv, &eb) != 0) {
+            fprintf(stderr, "baygate: %s\n", eb.msg);
+            goto out;
+        }
     }
     if (gw_answers_new(&srv) != 0) {
         fprintf(stderr, "baygate: out of memory\n");
@@ -410,11 +455,14 @@ int main(int argc, char **argv)
 out_workers:
     space_pool_free(srv.pool); /* finishes queued jobs, which post to the (stopped) workers */
     srv.pool = NULL;
+    gw_receipts_stop(&srv); /* appends what is queued; results go to the stopped workers */
     for (size_t i = 0; i < srv.nworkers; i++) {
         gw_worker_dispose(&srv.workers[i]);
     }
     free(srv.workers);
 out:
+    gw_receipts_stop(&srv);
+    trust_ledger_close(srv.ledger);
     space_pool_free(srv.pool);
     space_db_free(srv.space);
     gw_answers_free(&srv);

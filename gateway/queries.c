@@ -139,7 +139,10 @@ typedef struct xjob {
     uint64_t eps_micro; /* this release's privacy budget (0: exact) */
     uint8_t digest[32];
     char contract[72];
+    char purpose[128];
     char history[400];
+    gw_receipt_req rq; /* provider: the receipt of this release */
+    uint32_t suppressed; /* cells withheld by disclosure control */
     /* out */
     int status; /* 200, or the HTTP status of |code| */
     char code[48];
@@ -196,12 +199,14 @@ static bool border_check(xjob *x, space_result *r)
         }
     }
     trust_disclosure pol = {.k = x->k, .zero_is_safe = true};
-    if (trust_disclosure_apply(&pol, r, NULL, NULL) != 0) { /* bin reasons into the cells */
+    size_t nsupp = 0;
+    if (trust_disclosure_apply(&pol, r, NULL, &nsupp) != 0) { /* bin reasons into the cells */
         xjob_fail(x, 502, "not_an_aggregate",
                   "the data space returned something that is not a well-formed aggregate of "
                   "this query; nothing was released");
         return false;
     }
+    x->suppressed = (uint32_t)nsupp;
     if (r->op != SPACE_OP_QUANTILES) {
         return true;
     }
@@ -274,7 +279,11 @@ static void xjob_run(void *arg)
     xjob *x = arg;
     space_result r;
     bg_errbuf eb = {{0}};
-    space_exec_opts opts = {.k = x->k, .history_key = x->history[0] ? x->history : NULL};
+    /* Under a privacy budget the noise comes first and suppression after it, on the noisy
+     * values (trust/disclosure.h): the data space must not suppress on exact counts. */
+    space_exec_opts opts = {.k = x->eps_micro > 0 ? 0 : x->k,
+                            .history_key = x->eps_micro > 0 || !x->history[0] ? NULL
+                                                                              : x->history};
     int rv = space_db_execute(x->w->srv->space, &x->in.q, &opts, &r, &eb);
     if (rv == BG_ERR_NOTFOUND) {
         xjob_fail(x, 404, "unknown_dataset", "%s holds no dataset %s", x->city,
@@ -305,27 +314,134 @@ static void respond_leg(xjob *x, gw_stream *s, const uint8_t *bytes, size_t len)
     gw_stream_respond(s, 200, PB_TYPE, bytes, len);
 }
 
-static void provider_publish(xjob *x, gw_stream *s)
+static void xjob_ctx_free(void *p);
+
+/* The provider's receipt committed (or failed): only now does the answer leave the city,
+ * carrying the receipt's reference. */
+static void on_provider_receipt(gw_job *j)
 {
-    if (x->status == 200 && x->eps_micro > 0) {
-        /* the first noisy answer to this query is the one ever published */
+    xjob *x = (xjob *)(void *)((char *)j - offsetof(xjob, rq.job));
+    x->queued = false;
+    gw_stream *s = x->s;
+    if (s == NULL) { /* the stream went away meanwhile; the receipt stays (the use happened) */
+        xjob_free(x);
+        return;
+    }
+    s->ctx = NULL;
+    s->ctx_free = NULL;
+    space_leg_answer a;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    if (x->rq.result != 0) {
+        gw_stream_error(s, 503, "ledger_unavailable",
+                        "the receipt could not be recorded (%s); nothing was released",
+                        bg_strerror(x->rq.result));
+    } else if (space_leg_answer_decode(x->answer, x->answer_len, &a) != 0) {
+        gw_stream_error(s, 500, "internal", "cannot re-read the answer");
+    } else {
+        a.has_receipt = true;
+        bg_strlcpy(a.receipt_city, x->city, sizeof(a.receipt_city));
+        a.receipt_index = x->rq.index;
+        memcpy(a.receipt_leaf, x->rq.leaf_hash, sizeof(a.receipt_leaf));
+        if (space_leg_answer_encode(&a, &bytes, &len) != 0) {
+            gw_stream_error(s, 500, "internal", "cannot encode the answer");
+        } else {
+            respond_leg(x, s, bytes, len);
+            free(bytes);
+        }
+        space_leg_answer_dispose(&a);
+    }
+    xjob_free(x);
+}
+
+static void on_provider_receipt_discard(gw_job *j)
+{
+    xjob_free((xjob *)(void *)((char *)j - offsetof(xjob, rq.job)));
+}
+
+/* Fills |r| with what a receipt of |s| (a federated request at this city) always says. */
+static void receipt_base(trust_receipt *r, gw_stream *s, const char *self)
+{
+    memset(r, 0, sizeof(*r));
+    bg_strlcpy(r->request_id, s->request_id, sizeof(r->request_id));
+    bg_strlcpy(r->requester, s->requester, sizeof(r->requester));
+    char role[32];
+    if (trust_spiffe_parse(s->requester, r->home_city, sizeof(r->home_city), role,
+                           sizeof(role)) != 0) {
+        r->home_city[0] = 0;
+    }
+    bg_strlcpy(r->provider_city, self, sizeof(r->provider_city));
+    const char *h = s->hops; /* "home,transit,..." as received */
+    const char *comma = strchr(h, ',');
+    while (comma != NULL && r->ntransit < TRUST_RECEIPT_TRANSIT_MAX) {
+        const char *start = comma + 1;
+        comma = strchr(start, ',');
+        size_t n = comma != NULL ? (size_t)(comma - start) : strlen(start);
+        if (n > 0 && n < sizeof(r->transit[0])) {
+            memcpy(r->transit[r->ntransit], start, n);
+            r->transit[r->ntransit++][n] = 0;
+        }
+    }
+    if (strlen(s->contract) == TRUST_RECEIPT_CONTRACT_ID_LEN) {
+        bg_strlcpy(r->contract_id, s->contract, sizeof(r->contract_id));
+    }
+    if (s->dataset[0] && strlen(s->dataset) < sizeof(r->datasets[0])) {
+        bg_strlcpy(r->datasets[0], s->dataset, sizeof(r->datasets[0]));
+        r->ndatasets = 1;
+    }
+    bg_strlcpy(r->operation, s->operation, sizeof(r->operation));
+    bg_strlcpy(r->counterpart_city, r->home_city, sizeof(r->counterpart_city));
+}
+
+/* Answers leg stream |s| with |x|'s outcome. A noisy answer goes through the contract's noise
+ * cache first, so that only the first noisy answer to a query is ever published. With a
+ * ledger, the answer waits for its receipt (on_provider_receipt): |x| is then kept (true). */
+static bool provider_publish(xjob *x, gw_stream *s)
+{
+    if (x->status != 200) {
+        gw_stream_error(s, x->status, x->code, "%s", x->msg);
+        return false;
+    }
+    if (x->eps_micro > 0) { /* the first noisy answer to this query is the one ever published */
         trust_store *st = x->w->srv->store;
         bg_buf first;
         bg_buf_init(&first);
         int rv = trust_store_noise_put(st, x->contract, x->digest, x->answer, x->answer_len);
-        if ((rv == 0 || rv == BG_ERR_EXISTS) &&
-            trust_store_noise_get(st, x->contract, x->digest, &first) == 0) {
-            respond_leg(x, s, first.data, first.len);
-        } else {
+        if ((rv != 0 && rv != BG_ERR_EXISTS) ||
+            trust_store_noise_get(st, x->contract, x->digest, &first) != 0) {
+            bg_buf_dispose(&first);
             gw_stream_error(s, 503, "store_unavailable",
                             "the noisy answer could not be recorded: %s", bg_strerror(rv));
+            return false;
         }
-        bg_buf_dispose(&first);
-    } else if (x->status == 200) {
-        respond_leg(x, s, x->answer, x->answer_len);
-    } else {
-        gw_stream_error(s, x->status, x->code, "%s", x->msg);
+        free(x->answer);
+        x->answer = first.data; /* taken */
+        x->answer_len = first.len;
     }
+    if (x->w->srv->ledger == NULL) {
+        respond_leg(x, s, x->answer, x->answer_len);
+        return false;
+    }
+    trust_receipt *r = &x->rq.receipt;
+    receipt_base(r, s, x->city);
+    r->kind = TRUST_RECEIPT_QUERY;
+    r->decision = TRUST_RECEIPT_ALLOWED;
+    bg_strlcpy(r->purpose, x->purpose, sizeof(r->purpose));
+    r->has_query_digest = true;
+    memcpy(r->query_digest, s->digest, sizeof(r->query_digest));
+    r->has_result_digest = true;
+    EVP_Digest(x->answer, x->answer_len, r->result_digest, NULL, EVP_sha256(), NULL);
+    r->cells_suppressed = x->suppressed;
+    r->epsilon_micro = x->eps_micro;
+    x->rq.w = x->w;
+    x->rq.job.deliver = on_provider_receipt;
+    x->rq.job.discard = on_provider_receipt_discard;
+    x->s = s;
+    x->queued = true; /* the stream going away leaves |x| to on_provider_receipt */
+    s->ctx = x;
+    s->ctx_free = xjob_ctx_free;
+    gw_receipts_submit(x->w->srv, &x->rq);
+    return true;
 }
 
 /* Loop thread: the executor finished |j|. */
@@ -336,7 +452,10 @@ static void xjob_deliver(gw_job *j)
         gw_stream *s = x->s;
         s->ctx = NULL;
         s->ctx_free = NULL;
-        provider_publish(x, s);
+        x->queued = false;
+        if (provider_publish(x, s)) {
+            return; /* kept until its receipt committed */
+        }
     } else if (x->leg != NULL) {
         if (x->status == 200) {
             leg_finish(x->leg, 200, PB_TYPE, NULL, x->answer, x->answer_len);
@@ -514,7 +633,8 @@ void gw_queries_fed(gw_stream *s)
     x->k = own_k(w->srv);
     double eps = 0;
     uint32_t ck = 0;
-    if (s->contract[0] && gw_contracts_limits(w, s->contract, &ck, &eps)) {
+    if (s->contract[0] &&
+        gw_contracts_limits(w, s->contract, &ck, &eps, x->purpose, sizeof(x->purpose))) {
         x->k = ck > x->k ? ck : x->k;
         x->eps_micro = eps > 0 ? s->eps_micro : 0;
         memcpy(x->digest, s->digest, sizeof(x->digest));
@@ -561,6 +681,11 @@ struct qleg {
     size_t peer; /* index of the next-hop peer when !is_local */
     uint8_t *cert; /* masked quantiles: the city's gateway certificate (DER), owned */
     size_t cert_len;
+    uint8_t result_digest[32]; /* SHA-256 of the city's LegAnswer */
+    bool has_peer_receipt;     /* the provider's receipt reference, from its answer */
+    uint64_t peer_index;
+    uint8_t peer_leaf[32];
+    gw_receipt_req rq; /* this city's (the home's) receipt of the leg */
 };
 
 struct qrun {
@@ -579,11 +704,22 @@ struct qrun {
     char query_id[33];
     struct event timer; /* shortly before the deadline: the legs still out are timed out */
     bool timer_set;
+    /* answering: the home's receipts first, then the answer */
+    json_t *answer;     /* the document to send once every receipt committed */
+    int answer_status;
+    size_t rq_pending;  /* receipts in the writer */
+    bool orphaned;      /* the stream went away while receipts were pending */
 };
 
 static void qrun_free(void *p)
 {
     qrun *run = p;
+    if (run->rq_pending > 0) { /* the writer holds our receipts: the last one frees |run| */
+        run->orphaned = true;
+        run->s = NULL;
+        return;
+    }
+    json_decref(run->answer);
     if (run->timer_set) {
         event_del(&run->timer);
     }
@@ -613,7 +749,8 @@ static json_t *city_status(const qleg *l)
 }
 
 /* Every leg is done: merge what succeeded and answer. */
-static void qrun_answer(qrun *run)
+/* The answer to the client: an error (|*status| not 200) or the merged result. */
+static json_t *qrun_document(qrun *run, int *status)
 {
     gw_stream *s = run->s;
     size_t nok = 0;
@@ -629,20 +766,19 @@ static void qrun_answer(qrun *run)
         bg_strlcpy(s->resp_route, run->legs[0].leg.route, sizeof(s->resp_route));
     }
     if (!run->pattern && first_err != NULL) { /* one city: its error is the answer */
-        gw_stream_error(s, first_err->status ? first_err->status : 502, first_err->code, "%s",
-                        first_err->msg);
-        return;
+        *status = first_err->status ? first_err->status : 502;
+        return json_pack("{s:{s:s,s:s}}", "error", "code", first_err->code, "message",
+                         first_err->msg);
     }
     json_t *cities = json_object();
     for (size_t i = 0; i < run->nlegs; i++) {
         json_object_set_new(cities, run->legs[i].city, city_status(&run->legs[i]));
     }
     if (nok == 0) {
-        json_t *err = json_pack("{s:{s:s,s:s},s:o,s:b}", "error", "code", "all_cities_failed",
-                                "message", "no city answered; see \"cities\"", "cities", cities,
-                                "partial", true);
-        gw_stream_respond_json(s, 502, err);
-        return;
+        *status = 502;
+        return json_pack("{s:{s:s,s:s},s:o,s:b}", "error", "code", "all_cities_failed",
+                         "message", "no city answered; see \"cities\"", "cities", cities,
+                         "partial", true);
     }
     space_result merged;
     const space_result *legs[QUERY_MAX_LEGS];
@@ -667,16 +803,179 @@ static void qrun_answer(qrun *run)
     if (rv != 0) {
         space_result_dispose(&merged);
         json_decref(cities);
-        gw_stream_error(s, 502, "merge_failed", "the cities' answers do not merge: %s",
-                        bg_strerror(rv));
-        return;
+        *status = 502;
+        return json_pack("{s:{s:s,s:s}}", "error", "code", "merge_failed", "message",
+                         "the cities' answers do not merge");
     }
     json_t *result = space_answer_json(&run->q, run->schema, &merged, legs, n);
     space_result_dispose(&merged);
-    json_t *j = json_pack("{s:s,s:s,s:o,s:o,s:b}", "dataset", run->dataset, "op",
-                          space_op_name(run->q.op), "result", result ? result : json_null(),
-                          "cities", cities, "partial", nok < run->nlegs);
-    gw_stream_respond_json(s, 200, j);
+    *status = 200;
+    return json_pack("{s:s,s:s,s:o,s:o,s:b}", "dataset", run->dataset, "op",
+                     space_op_name(run->q.op), "result", result ? result : json_null(), "cities",
+                     cities, "partial", nok < run->nlegs);
+}
+
+/* Sends run->answer, with the receipts' references when they committed; frees |run|. */
+static void qrun_send(qrun *run)
+{
+    gw_stream *s = run->s;
+    bool failed = false;
+    json_t *top = NULL;
+    json_t *cities = json_object_get(run->answer, "cities");
+    for (size_t i = 0; i < run->nlegs; i++) {
+        qleg *l = &run->legs[i];
+        if (l->rq.w == NULL) {
+            continue; /* no receipt was written (no ledger) */
+        }
+        if (l->rq.result != 0) {
+            failed = true;
+            continue;
+        }
+        json_t *ref = gw_receipt_ref_json(s->conn->w->srv->cfg->city, l->rq.index,
+                                          l->rq.leaf_hash);
+        json_t *c = json_object_get(cities, l->city);
+        if (c != NULL) {
+            json_object_set(c, "home_receipt", ref);
+            if (l->has_peer_receipt) {
+                json_object_set_new(c, "receipt",
+                                    gw_receipt_ref_json(l->city, l->peer_index, l->peer_leaf));
+            }
+        }
+        if (top == NULL) {
+            top = json_incref(ref);
+        }
+        json_decref(ref);
+    }
+    s->ctx = NULL;
+    s->ctx_free = NULL;
+    if (failed) {
+        json_decref(top);
+        gw_stream_error(s, 503, "ledger_unavailable",
+                        "this city's receipts could not be recorded; the answer is withheld");
+    } else {
+        if (top != NULL && json_is_object(run->answer)) {
+            json_object_set_new(run->answer, "receipt", top);
+        } else {
+            json_decref(top);
+        }
+        json_t *a = run->answer;
+        run->answer = NULL;
+        if (run->answer_status == 200) {
+            gw_stream_respond_json(s, 200, a);
+        } else { /* an error document: keep its code for the log */
+            const char *code = json_string_value(
+                json_object_get(json_object_get(a, "error"), "code"));
+            bg_strlcpy(s->err_code, code != NULL ? code : "error", sizeof(s->err_code));
+            gw_stream_respond_json(s, run->answer_status, a);
+        }
+    }
+    qrun_free(run);
+}
+
+/* A home receipt committed or failed. */
+static void on_home_receipt(gw_job *j)
+{
+    gw_receipt_req *rq = (gw_receipt_req *)(void *)j;
+    qleg *l = (qleg *)(void *)((char *)rq - offsetof(qleg, rq));
+    qrun *run = l->run;
+    if (--run->rq_pending > 0) {
+        return;
+    }
+    if (run->orphaned) {
+        run->orphaned = false;
+        qrun_free(run);
+        return;
+    }
+    qrun_send(run);
+}
+
+static void on_home_receipt_discard(gw_job *j)
+{
+    gw_receipt_req *rq = (gw_receipt_req *)(void *)j;
+    qleg *l = (qleg *)(void *)((char *)rq - offsetof(qleg, rq));
+    qrun *run = l->run;
+    if (--run->rq_pending == 0) {
+        run->s = NULL;
+        run->orphaned = false;
+        qrun_free(run);
+    }
+}
+
+/* Every leg is done: the home's receipt of each leg (holding the provider's reference), then
+ * the answer. Frees |run| (now or when the receipts are back). */
+static void qrun_answer(qrun *run)
+{
+    gw_stream *s = run->s;
+    gw_worker *w = s->conn->w;
+    run->answer = qrun_document(run, &run->answer_status);
+    if (run->answer == NULL) {
+        s->ctx = NULL;
+        s->ctx_free = NULL;
+        gw_stream_error(s, 500, "internal", "out of memory");
+        qrun_free(run);
+        return;
+    }
+    if (w->srv->ledger == NULL) {
+        qrun_send(run);
+        return;
+    }
+    uint8_t qdigest[32];
+    uint8_t *qb = NULL;
+    size_t qlen = 0;
+    bool has_qd = space_query_encode(&run->q, &qb, &qlen) == 0;
+    if (has_qd) {
+        EVP_Digest(qb, qlen, qdigest, NULL, EVP_sha256(), NULL);
+        free(qb);
+    }
+    const char *self = w->srv->cfg->city;
+    run->rq_pending = run->nlegs + 1; /* +1: held while submitting */
+    for (size_t i = 0; i < run->nlegs; i++) {
+        qleg *l = &run->legs[i];
+        trust_receipt *r = &l->rq.receipt;
+        memset(r, 0, sizeof(*r));
+        r->kind = l->ok ? TRUST_RECEIPT_QUERY : TRUST_RECEIPT_REFUSAL;
+        r->decision = l->ok ? TRUST_RECEIPT_ALLOWED : TRUST_RECEIPT_REFUSED;
+        bg_strlcpy(r->request_id, s->request_id, sizeof(r->request_id));
+        bg_strlcpy(r->requester, s->conn->id.spiffe_id, sizeof(r->requester));
+        bg_strlcpy(r->home_city, self, sizeof(r->home_city));
+        bg_strlcpy(r->provider_city, l->city, sizeof(r->provider_city));
+        const char *rt = strchr(l->leg.route, ','); /* "home,transit...,provider" */
+        while (rt != NULL && r->ntransit < TRUST_RECEIPT_TRANSIT_MAX) {
+            const char *start = rt + 1;
+            rt = strchr(start, ',');
+            size_t n = rt != NULL ? (size_t)(rt - start) : 0; /* the last one is the provider */
+            if (rt != NULL && n > 0 && n < sizeof(r->transit[0])) {
+                memcpy(r->transit[r->ntransit], start, n);
+                r->transit[r->ntransit++][n] = 0;
+            }
+        }
+        if (strlen(l->leg.contract) == TRUST_RECEIPT_CONTRACT_ID_LEN) {
+            bg_strlcpy(r->contract_id, l->leg.contract, sizeof(r->contract_id));
+            uint32_t k;
+            double eps;
+            gw_contracts_limits(w, l->leg.contract, &k, &eps, r->purpose, sizeof(r->purpose));
+        }
+        snprintf(r->datasets[0], sizeof(r->datasets[0]), "%s/%s", l->city, run->q.dataset);
+        r->ndatasets = 1;
+        bg_strlcpy(r->operation, space_op_name(run->q.op), sizeof(r->operation));
+        r->has_query_digest = has_qd;
+        memcpy(r->query_digest, qdigest, sizeof(qdigest));
+        r->has_result_digest = l->ok;
+        memcpy(r->result_digest, l->result_digest, sizeof(r->result_digest));
+        if (strcmp(l->city, self) != 0) {
+            bg_strlcpy(r->counterpart_city, l->city, sizeof(r->counterpart_city));
+            r->has_counterpart_ref = l->has_peer_receipt;
+            r->counterpart_index = l->peer_index;
+            memcpy(r->counterpart_leaf_hash, l->peer_leaf, sizeof(l->peer_leaf));
+        }
+        l->rq.w = w;
+        l->rq.job.deliver = on_home_receipt;
+        l->rq.job.discard = on_home_receipt_discard;
+        gw_receipts_submit(w->srv, &l->rq);
+    }
+    if (--run->rq_pending == 0) { /* every receipt came back already (cannot, but be safe) */
+        qrun_send(run);
+    }
 }
 
 /* Every pending leg of the current phase is done: answer, or (certificates collected) send
@@ -743,6 +1042,10 @@ static void leg_finish(qleg *l, int status, const char *ctype_or_code, const cha
         } else {
             l->result = a.result;
             memset(&a.result, 0, sizeof(a.result));
+            l->has_peer_receipt = a.has_receipt && strcmp(a.receipt_city, l->city) == 0;
+            l->peer_index = a.receipt_index;
+            memcpy(l->peer_leaf, a.receipt_leaf, sizeof(l->peer_leaf));
+            EVP_Digest(body, len, l->result_digest, NULL, EVP_sha256(), NULL);
             space_leg_answer_dispose(&a);
             l->ok = true;
         }
@@ -1126,10 +1429,8 @@ static void qrun_phase_done(qrun *run)
             run->legs[i].ok = false;
         }
     }
-    s->ctx = NULL;
-    s->ctx_free = NULL;
-    qrun_answer(run);
-    qrun_free(run);
+    qrun_answer(run); /* answers and frees |run|, after the home's receipts */
+    (void)s;
 }
 
 /* Fires shortly before the query's deadline (the home's request timer would answer 504 for

@@ -212,7 +212,7 @@ int gw_stream_respond(gw_stream *s, int status, const char *content_type, const 
 
 void gw_stream_respond_json(gw_stream *s, int status, json_t *j)
 {
-    char *txt = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *txt = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(j);
     if (txt == NULL) {
         gw_stream_error(s, 500, "internal", "out of memory");

@@ -354,6 +354,22 @@ static bool get_real(const json_t *o, const char *k, double *out)
 
 static int cell_from_json(const json_t *o, const space_query *q, space_cell *c, bg_errbuf *eb)
 {
+    const json_t *sp = json_object_get(o, "suppressed");
+    if (sp != NULL) { /* the data space withheld it itself: kept withheld, whatever else */
+        static const space_supp known[] = {SPACE_SUPP_BELOW_K, SPACE_SUPP_COMPLEMENTARY,
+                                           SPACE_SUPP_DIFFERENCING, SPACE_SUPP_DOMINANCE};
+        const char *why = json_string_value(sp);
+        for (size_t i = 0; why != NULL && i < sizeof(known) / sizeof(known[0]); i++) {
+            if (strcmp(why, space_supp_name(known[i])) == 0) {
+                c->supp = known[i];
+            }
+        }
+        if (c->supp == SPACE_SUPP_NONE) {
+            return bg_errf(eb, BG_ERR_INVAL, "a cell's \"suppressed\" must be below_k, "
+                           "complementary, differencing or dominance");
+        }
+        return 0; /* its values stay zero */
+    }
     if (!get_u64(o, "n", &c->n)) {
         return bg_errf(eb, BG_ERR_INVAL, "a cell has no count \"n\"");
     }
@@ -569,7 +585,11 @@ static json_t *cell_json(const space_query *q, const space_result *r, size_t idx
     case SPACE_OP_COUNT:
         return json_pack("{s:o}", "count", noisy(json_integer((json_int_t)c->n), c));
     case SPACE_OP_SUM:
-        return json_pack("{s:I,s:o}", "n", (json_int_t)c->n, "sum",
+        return json_pack("{s:o,s:o}", "n",
+                         c->noisy ? json_pack("{s:I,s:{s:s}}", "value", (json_int_t)c->n,
+                                              "noise", "mechanism", "discrete_laplace")
+                                  : json_integer((json_int_t)c->n),
+                         "sum",
                          noisy(json_real(round_to((double)c->sum_units * r->resolution,
                                                   r->resolution)),
                                c));

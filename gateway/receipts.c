@@ -1,0 +1,167 @@
+/* gateway/receipts.c: the one writer of the receipts ledger (trust/ledger.h). Workers hand it
+ * receipts; a writer thread appends everything pending in one LMDB transaction (group commit),
+ * signs one checkpoint for the batch, and hands each receipt's index and leaf hash back to the
+ * worker's loop, which only then releases what the receipt covers. A failed append fails every
+ * receipt of the batch: the caller answers 503 ledger_unavailable and releases nothing.
+ * Not for: what goes into a receipt (queries.c, contracts.c) or the regulators' API
+ * (ledger_api.c). */
+#include "gateway/gw_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "trust/ledger.h"
+
+#define WRITER_BATCH_MAX 4096
+
+struct gw_receipts {
+    gw_server *srv;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    gw_receipt_req *head, *tail; /* FIFO of pending appends */
+    bool stop;
+    bool started;
+    uint64_t batches, appended, failed;
+};
+
+static void *writer_main(void *arg)
+{
+    gw_receipts *rc = arg;
+    trust_ledger *led = rc->srv->ledger;
+    trust_receipt *batch = malloc(WRITER_BATCH_MAX * sizeof(*batch));
+    uint64_t *idx = malloc(WRITER_BATCH_MAX * sizeof(*idx));
+    uint8_t(*leaf)[TRUST_LEDGER_HASH_LEN] = malloc(WRITER_BATCH_MAX * sizeof(*leaf));
+    gw_receipt_req *reqs[WRITER_BATCH_MAX];
+    for (;;) {
+        pthread_mutex_lock(&rc->mu);
+        while (rc->head == NULL && !rc->stop) {
+            pthread_cond_wait(&rc->cv, &rc->mu);
+        }
+        if (rc->head == NULL && rc->stop) {
+            pthread_mutex_unlock(&rc->mu);
+            break;
+        }
+        size_t n = 0;
+        while (rc->head != NULL && n < WRITER_BATCH_MAX) {
+            gw_receipt_req *r = rc->head;
+            rc->head = r->next;
+            reqs[n++] = r;
+        }
+        if (rc->head == NULL) {
+            rc->tail = NULL;
+        }
+        pthread_mutex_unlock(&rc->mu);
+        int rv = batch == NULL || idx == NULL || leaf == NULL ? BG_ERR_NOMEM : 0;
+        bg_errbuf eb = {{0}};
+        for (size_t i = 0; rv == 0 && i < n; i++) {
+            batch[i] = reqs[i]->receipt;
+        }
+        if (rv == 0) {
+            rv = trust_ledger_append_batch(led, batch, n, idx, leaf, &eb);
+        }
+        if (rv == 0) {
+            bg_buf note;
+            bg_buf_init(&note);
+            if (trust_ledger_checkpoint_sign(led, rc->srv->cfg->city, &note, NULL) != 0) {
+                bg_log(BG_LOG_WARN, "msg=\"ledger checkpoint not signed\"");
+            }
+            bg_buf_dispose(&note);
+        } else {
+            bg_log(BG_LOG_ERROR, "msg=\"ledger append failed\" receipts=%zu err=%s why=\"%s\"", n,
+                   bg_strerror(rv), eb.msg);
+        }
+        pthread_mutex_lock(&rc->mu);
+        rc->batches++;
+        if (rv == 0) {
+            rc->appended += n;
+        } else {
+            rc->failed += n;
+        }
+        pthread_mutex_unlock(&rc->mu);
+        for (size_t i = 0; i < n; i++) {
+            gw_receipt_req *r = reqs[i];
+            r->result = rv;
+            if (rv == 0) {
+                r->index = idx[i];
+                memcpy(r->leaf_hash, leaf[i], TRUST_LEDGER_HASH_LEN);
+            }
+            gw_worker_post(r->w, &r->job);
+        }
+    }
+    free(batch);
+    free(idx);
+    free(leaf);
+    return NULL;
+}
+
+int gw_receipts_start(gw_server *srv, bg_errbuf *eb)
+{
+    gw_receipts *rc = calloc(1, sizeof(*rc));
+    if (rc == NULL) {
+        return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
+    }
+    rc->srv = srv;
+    pthread_mutex_init(&rc->mu, NULL);
+    pthread_cond_init(&rc->cv, NULL);
+    if (pthread_create(&rc->thread, NULL, writer_main, rc) != 0) {
+        pthread_cond_destroy(&rc->cv);
+        pthread_mutex_destroy(&rc->mu);
+        free(rc);
+        return bg_errf(eb, BG_ERR_INTERNAL, "cannot start the ledger writer thread");
+    }
+    rc->started = true;
+    srv->receipts = rc;
+    return 0;
+}
+
+void gw_receipts_stop(gw_server *srv)
+{
+    gw_receipts *rc = srv->receipts;
+    if (rc == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&rc->mu);
+    rc->stop = true;
+    pthread_cond_signal(&rc->cv);
+    pthread_mutex_unlock(&rc->mu);
+    pthread_join(rc->thread, NULL); /* appends what is queued, then posts the results */
+    pthread_cond_destroy(&rc->cv);
+    pthread_mutex_destroy(&rc->mu);
+    free(rc);
+    srv->receipts = NULL;
+}
+
+void gw_receipts_submit(gw_server *srv, gw_receipt_req *r)
+{
+    gw_receipts *rc = srv->receipts;
+    r->next = NULL;
+    if (rc == NULL) { /* no ledger: an immediate failure, delivered like any result */
+        r->result = BG_ERR_STORE;
+        gw_worker_post(r->w, &r->job);
+        return;
+    }
+    pthread_mutex_lock(&rc->mu);
+    if (rc->tail != NULL) {
+        rc->tail->next = r;
+    } else {
+        rc->head = r;
+    }
+    rc->tail = r;
+    pthread_cond_signal(&rc->cv);
+    pthread_mutex_unlock(&rc->mu);
+}
+
+void gw_receipts_stats(gw_server *srv, uint64_t *appended, uint64_t *failed, uint64_t *batches)
+{
+    gw_receipts *rc = srv->receipts;
+    *appended = *failed = *batches = 0;
+    if (rc != NULL) {
+        pthread_mutex_lock(&rc->mu);
+        *appended = rc->appended;
+        *failed = rc->failed;
+        *batches = rc->batches;
+        pthread_mutex_unlock(&rc->mu);
+    }
+}
