@@ -124,6 +124,10 @@ static json_t *contract_json(const trust_contract *c, const trust_store_meta *m)
     return j;
 }
 
+static void contract_receipt(gw_stream *s, uint32_t kind, const char *id,
+                             const trust_contract_body *b, const char *requester,
+                             const char *home, const char *provider);
+
 static void respond_refusals(gw_stream *s, const trust_refusals *r)
 {
     json_t *list = json_array();
@@ -289,6 +293,11 @@ static void on_finalized(gw_stream *s, int status, const char *ctype_or_code, co
     bg_log(BG_LOG_INFO, "msg=\"contract finalized\" id=%s requester=\"%s\" provider=%s", id,
            trust_contract_get_body(n->agreed)->requester,
            trust_contract_get_body(n->agreed)->provider_city);
+    {
+        const trust_contract_body *ab = trust_contract_get_body(n->agreed);
+        contract_receipt(s, TRUST_RECEIPT_CONTRACT_AGREED, id, ab, ab->requester, ab->home_city,
+                         ab->provider_city);
+    }
     respond_contract(s, 201, n->agreed, &m);
 }
 
@@ -817,6 +826,8 @@ static void fed_propose(gw_stream *s)
     if (rv == BG_ERR_INVAL) {
         bg_log(BG_LOG_INFO, "msg=\"contract refused\" requester=\"%s\" refusals=%zu",
                asked->requester, refusals.n);
+        contract_receipt(s, TRUST_RECEIPT_CONTRACT_REFUSED, NULL, asked, asked->requester,
+                         asked->home_city, s->conn->w->srv->cfg->city);
         respond_refusals(s, &refusals);
         trust_refusals_dispose(&refusals);
         trust_contract_free(req);
@@ -865,6 +876,8 @@ static void fed_propose(gw_stream *s)
     }
     bg_log(BG_LOG_INFO, "msg=\"contract agreed\" id=%s requester=\"%s\"",
            trust_contract_get_id(c), cb->requester);
+    contract_receipt(s, TRUST_RECEIPT_CONTRACT_AGREED, trust_contract_get_id(c), cb,
+                     cb->requester, cb->home_city, cb->provider_city);
     gw_stream_respond(s, 201, PROTOBUF_TYPE, enc.data, enc.len);
     trust_contract_free(c);
     bg_buf_dispose(&enc);
@@ -970,6 +983,39 @@ static void refusal(int rv, const char *id, gw_refusal *out)
     }
     out->status = status;
     out->code = code;
+}
+
+/* Records a contract event of |s| (kind TRUST_RECEIPT_CONTRACT_*) in the ledger: the contract
+ * |id| (may be NULL: a refusal has none), its |requester|, the two cities and the datasets. */
+static void contract_receipt(gw_stream *s, uint32_t kind, const char *id,
+                             const trust_contract_body *b, const char *requester,
+                             const char *home, const char *provider)
+{
+    trust_receipt r;
+    memset(&r, 0, sizeof(r));
+    r.kind = kind;
+    r.decision = kind == TRUST_RECEIPT_CONTRACT_REFUSED ? TRUST_RECEIPT_REFUSED
+                                                         : TRUST_RECEIPT_ALLOWED;
+    bg_strlcpy(r.request_id, s->request_id, sizeof(r.request_id));
+    bg_strlcpy(r.requester, requester != NULL ? requester : "", sizeof(r.requester));
+    bg_strlcpy(r.home_city, home != NULL ? home : "", sizeof(r.home_city));
+    bg_strlcpy(r.provider_city, provider != NULL ? provider : "", sizeof(r.provider_city));
+    const char *self = s->conn->w->srv->cfg->city;
+    const char *other = home != NULL && strcmp(home, self) != 0 ? home : provider;
+    bg_strlcpy(r.counterpart_city, other != NULL && strcmp(other, self) != 0 ? other : "",
+               sizeof(r.counterpart_city));
+    if (id != NULL && strlen(id) == TRUST_RECEIPT_CONTRACT_ID_LEN) {
+        bg_strlcpy(r.contract_id, id, sizeof(r.contract_id));
+    }
+    if (b != NULL) {
+        bg_strlcpy(r.purpose, b->purpose != NULL ? b->purpose : "", sizeof(r.purpose));
+        for (size_t i = 0; i < b->ndatasets && r.ndatasets < TRUST_RECEIPT_DATASETS_MAX; i++) {
+            if (strlen(b->datasets[i]) < sizeof(r.datasets[0])) {
+                bg_strlcpy(r.datasets[r.ndatasets++], b->datasets[i], sizeof(r.datasets[0]));
+            }
+        }
+    }
+    gw_receipts_event(s->conn->w, &r);
 }
 
 /* Answers the usage-control error for |rv| (from the store) and returns false. */
@@ -1328,6 +1374,11 @@ static void on_revoked(gw_stream *s, int status, const char *ctype_or_code, cons
         return;
     }
     bg_log(BG_LOG_INFO, "msg=\"contract revoked\" id=%s", trust_contract_get_id(r->c));
+    {
+        const trust_contract_body *rb = trust_contract_get_body(r->c);
+        contract_receipt(s, TRUST_RECEIPT_CONTRACT_REVOKED, trust_contract_get_id(r->c), rb,
+                         rb->requester, rb->home_city, rb->provider_city);
+    }
     respond_contract(s, 200, r->c, NULL);
 }
 
@@ -1425,6 +1476,8 @@ static void fed_revoke(gw_stream *s)
         gw_stream_error(s, 409, "contract_state", "cannot revoke %s: %s", id, bg_strerror(rv));
     } else {
         bg_log(BG_LOG_INFO, "msg=\"contract revoked\" id=%s by=home", id);
+        contract_receipt(s, TRUST_RECEIPT_CONTRACT_REVOKED, id, NULL, s->requester, NULL,
+                         s->conn->w->srv->cfg->city);
         gw_stream_respond(s, 204, NULL, NULL, 0);
     }
 }

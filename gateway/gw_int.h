@@ -192,6 +192,9 @@ void gw_receipts_stop(gw_server *srv);
  * immediate BG_ERR_STORE (delivered the same way). */
 void gw_receipts_submit(gw_server *srv, gw_receipt_req *r);
 void gw_receipts_stats(gw_server *srv, uint64_t *appended, uint64_t *failed, uint64_t *batches);
+/* Loop thread: records |receipt| (copied) with nobody waiting for it: refusals and contract
+ * events, which release no data. A failed append is logged. No-op without a ledger. */
+void gw_receipts_event(gw_worker *w, const trust_receipt *receipt);
 
 /* Any thread: hands |j| to |w|'s loop, which runs j->deliver (in posting order). */
 void gw_worker_post(gw_worker *w, gw_job *j);

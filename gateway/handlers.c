@@ -461,12 +461,6 @@ void gw_request_resume(gw_stream *s)
     }
 }
 
-/* A refusal receipt needs nobody waiting for it: freed when the writer is done with it. */
-static void refusal_receipt_done(gw_job *j)
-{
-    free(j);
-}
-
 /* A federated query refused at this city (it held the data): receipted like any use. The
  * refusal carries no data, so it is answered first and recorded here, as the stream closes. */
 static void record_refusal(gw_stream *s, int status)
@@ -477,13 +471,9 @@ static void record_refusal(gw_stream *s, int status)
         strcmp(s->dest, self) != 0 || strcmp(s->req_type, "application/x-protobuf") != 0) {
         return;
     }
-    gw_receipt_req *rq = calloc(1, sizeof(*rq));
-    if (rq == NULL) {
-        bg_log(BG_LOG_ERROR, "msg=\"refusal not receipted: out of memory\" request_id=%s",
-               s->request_id);
-        return;
-    }
-    trust_receipt *r = &rq->receipt;
+    trust_receipt rc;
+    trust_receipt *r = &rc;
+    memset(r, 0, sizeof(*r));
     r->kind = TRUST_RECEIPT_REFUSAL;
     r->decision = TRUST_RECEIPT_REFUSED;
     bg_strlcpy(r->request_id, s->request_id, sizeof(r->request_id));
@@ -506,10 +496,7 @@ static void record_refusal(gw_stream *s, int status)
     r->error_code = status == 429 ? BG_ERR_BUDGET_EXHAUSTED
                     : status == 403 ? BG_ERR_CONTRACT_REVOKED
                                     : BG_ERR_INVAL;
-    rq->w = w;
-    rq->job.deliver = refusal_receipt_done;
-    rq->job.discard = refusal_receipt_done;
-    gw_receipts_submit(w->srv, rq);
+    gw_receipts_event(w, r);
 }
 
 void gw_request_record(gw_stream *s, uint32_t error_code)

@@ -165,3 +165,33 @@ void gw_receipts_stats(gw_server *srv, uint64_t *appended, uint64_t *failed, uin
         pthread_mutex_unlock(&rc->mu);
     }
 }
+
+/* ---- events recorded without anyone waiting ------------------------------------------------ */
+
+static void event_done(gw_job *j)
+{
+    gw_receipt_req *r = (gw_receipt_req *)(void *)j;
+    if (r->result != 0) {
+        bg_log(BG_LOG_ERROR, "msg=\"event not receipted\" kind=%u request_id=%s err=%s",
+               r->receipt.kind, r->receipt.request_id, bg_strerror(r->result));
+    }
+    free(r);
+}
+
+void gw_receipts_event(gw_worker *w, const trust_receipt *receipt)
+{
+    if (w->srv->ledger == NULL) {
+        return;
+    }
+    gw_receipt_req *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        bg_log(BG_LOG_ERROR, "msg=\"event not receipted: out of memory\" kind=%u",
+               receipt->kind);
+        return;
+    }
+    r->receipt = *receipt;
+    r->w = w;
+    r->job.deliver = event_done;
+    r->job.discard = event_done;
+    gw_receipts_submit(w->srv, r);
+}

@@ -179,6 +179,13 @@ def main(t):
     lines = [json.loads(x) for x in r.body.splitlines() if x.strip()]
     t.check(r.status == 200 and len(lines) == n2 and [x["index"] for x in lines] ==
             list(range(n2)), "export: %d receipts as JSON lines" % n2, r)
+    agreed = [x for x in lines if x.get("kind") == "contract_agreed" and x.get("contract") == cid]
+    t.check(len(agreed) == 1 and agreed[0].get("counterpart", {}).get("city") == "guangzhou",
+            "the contract's agreement is receipted at hongkong, guangzhou as counterpart", lines[:3])
+    r = get(gz, "/v1/receipts?contract=%s&limit=100" % cid, reg_gz)
+    gk = [x.get("kind") for x in (r.json() or {}).get("receipts", [])]
+    t.check("contract_agreed" in gk and gk.count("query") == 6,
+            "guangzhou's receipts under the contract: its agreement and the 6 queries", gk)
 
     r = get(hk, "/v1/receipts/0", hk.client("firm"))
     t.check(r.status == 403, "a firm cannot read the ledger: 403", r)
