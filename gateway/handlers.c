@@ -344,7 +344,26 @@ static void handle_metrics(gw_stream *s)
 {
     bg_buf out;
     bg_buf_init(&out);
-    if (gw_metrics_render(s->conn->w->srv->metrics, &out) != 0) {
+    gw_server *srv = s->conn->w->srv;
+    uint64_t appended, failed, batches, size = 0;
+    gw_receipts_stats(srv, &appended, &failed, &batches);
+    if (srv->ledger != NULL) {
+        trust_ledger_size(srv->ledger, &size);
+    }
+    if (gw_metrics_render(srv->metrics, &out) != 0 ||
+        bg_buf_appendf(&out,
+                       "# HELP baygate_ledger_receipts_total Receipts handed to the ledger writer.\n"
+                       "# TYPE baygate_ledger_receipts_total counter\n"
+                       "baygate_ledger_receipts_total{result=\"appended\"} %llu\n"
+                       "baygate_ledger_receipts_total{result=\"failed\"} %llu\n"
+                       "# HELP baygate_ledger_batches_total Group commits (one checkpoint each).\n"
+                       "# TYPE baygate_ledger_batches_total counter\n"
+                       "baygate_ledger_batches_total %llu\n"
+                       "# HELP baygate_ledger_size Receipts in the ledger.\n"
+                       "# TYPE baygate_ledger_size gauge\n"
+                       "baygate_ledger_size %llu\n",
+                       (unsigned long long)appended, (unsigned long long)failed,
+                       (unsigned long long)batches, (unsigned long long)size) != 0) {
         bg_buf_dispose(&out);
         gw_stream_error(s, 500, "internal", "out of memory");
         return;

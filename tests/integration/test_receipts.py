@@ -187,6 +187,12 @@ def main(t):
     t.check("contract_agreed" in gk and gk.count("query") == 6,
             "guangzhou's receipts under the contract: its agreement and the 6 queries", gk)
 
+    r = hk.get("/metrics", cert=hk.client("admin"))
+    import re
+    mm = re.search(r'baygate_ledger_size (\d+)', r.body or "")
+    t.check(r.status == 200 and mm is not None and int(mm.group(1)) >= n2 and
+            'baygate_ledger_receipts_total{result="failed"} 0' in r.body,
+            "/metrics shows the ledger's size and no failed receipt", (r.body or "")[-600:])
     r = get(hk, "/v1/receipts/0", hk.client("firm"))
     t.check(r.status == 403, "a firm cannot read the ledger: 403", r)
     r = get(hk, "/v1/receipts/0", reg_gz)
