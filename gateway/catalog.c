@@ -44,7 +44,9 @@ static json_int_t approx(uint64_t n)
 
 /* This city's catalog: datasets with fields and approximate rows, and the gateway certificate
  * (base64 DER). New reference or NULL. */
-static json_t *own_catalog(gw_server *srv)
+static json_t *reaches_json(gw_worker *w);
+
+static json_t *own_catalog(gw_server *srv, gw_worker *w)
 {
     json_t *ds = json_array();
     for (size_t i = 0; srv->space != NULL && i < space_db_count(srv->space); i++) {
@@ -59,6 +61,9 @@ static json_t *own_catalog(gw_server *srv)
                                             "fields", fields));
     }
     json_t *j = json_pack("{s:s,s:o}", "city", srv->cfg->city, "datasets", ds);
+    if (j != NULL && w != NULL) {
+        json_object_set_new(j, "reaches", reaches_json(w));
+    }
     bg_buf der;
     bg_buf_init(&der);
     if (j != NULL && trust_tls_cert_der(srv->tls, &der) == 0 && der.len < 65536) {
@@ -75,7 +80,7 @@ static json_t *own_catalog(gw_server *srv)
 
 void gw_catalog_fed(gw_stream *s)
 {
-    gw_stream_respond_json(s, 200, own_catalog(s->conn->w->srv));
+    gw_stream_respond_json(s, 200, own_catalog(s->conn->w->srv, s->conn->w));
 }
 
 /* ---- the federation's catalog for a client --------------------------------------------------- */
@@ -243,7 +248,7 @@ void gw_catalog_client(gw_stream *s)
         l->leg.done = cat_leg_done;
         const conf_peer *next = NULL;
         if (i == 0) { /* this city */
-            l->answer = own_catalog(w->srv);
+            l->answer = own_catalog(w->srv, w);
             bg_strlcpy(l->leg.route, w->srv->cfg->city, sizeof(l->leg.route));
             run->pending--;
             continue;
@@ -267,4 +272,153 @@ void gw_catalog_client(gw_stream *s)
         cat_answer(run);
         cat_run_free(run);
     }
+}
+
+/* ---- routes learned from the peers' catalogs ------------------------------------------------ */
+
+/* What this gateway reaches, for its catalog: its peers (1 hop), its configured routes (at
+ * least 2) and what it learned (as learned), each city once with its fewest hops. */
+static json_t *reaches_json(gw_worker *w)
+{
+    const conf_gateway *cfg = w->gen->cfg;
+    json_t *o = json_object();
+    for (size_t i = 0; i < cfg->npeers; i++) {
+        json_object_set_new(o, cfg->peers[i].name, json_integer(1));
+    }
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        if (json_object_get(o, cfg->routes[i].city) == NULL) {
+            json_object_set_new(o, cfg->routes[i].city, json_integer(2));
+        }
+    }
+    const char *cities[64];
+    size_t n = w->learned != NULL ? route_learned_cities(w->learned, cities, 64) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *via[1];
+        uint32_t hops[1];
+        if (json_object_get(o, cities[i]) == NULL &&
+            route_learned_next_hops(w->learned, cities[i], via, hops, 1) == 1) {
+            json_object_set_new(o, cities[i], json_integer(hops[0]));
+        }
+    }
+    return o;
+}
+
+typedef struct learn_leg {
+    gw_leg leg;
+    gw_worker *w;
+    char peer[64];
+    struct learn_leg *next; /* the worker's in-flight list */
+} learn_leg;
+
+/* A peer's catalog arrived: what it reaches becomes routes through it. */
+static void learn_done(gw_leg *leg, int status, const char *ctype_or_code, const char *msg,
+                       const uint8_t *body, size_t len)
+{
+    learn_leg *l = (learn_leg *)(void *)leg;
+    (void)ctype_or_code;
+    (void)msg;
+    if (status == 200 && l->w->learned != NULL) {
+        json_t *j = json_loadb((const char *)body, len, 0, NULL);
+        json_t *r = json_object_get(j, "reaches");
+        const char *cities[64];
+        uint32_t hops[64];
+        size_t n = 0;
+        const char *city;
+        json_t *v;
+        json_object_foreach(r, city, v)
+        {
+            if (n < 64 && json_is_integer(v) && json_integer_value(v) > 0 &&
+                json_integer_value(v) < ROUTE_LEARNED_MAX_HOPS) {
+                cities[n] = city;
+                hops[n++] = (uint32_t)json_integer_value(v);
+            }
+        }
+        if (json_is_object(r)) {
+            route_learned_update(l->w->learned, l->peer, cities, hops, n);
+        }
+        json_decref(j);
+    }
+    /* unlink from the worker's list and free */
+    learn_leg **pp = (learn_leg **)&l->w->learn_legs;
+    while (*pp != NULL && *pp != l) {
+        pp = &(*pp)->next;
+    }
+    if (*pp == l) {
+        *pp = l->next;
+    }
+    free(l);
+}
+
+/* Asks every connected peer for its catalog; returns false when some peer was not connected
+ * (the next round then comes sooner). */
+static bool learn_round(gw_worker *w)
+{
+    const conf_gateway *cfg = w->gen->cfg;
+    bool all = true;
+    for (size_t i = 0; i < cfg->npeers && i < w->npeers; i++) {
+        if (gw_client_get_state(w->peers[i]) != GW_CLIENT_CONNECTED) {
+            all = false;
+            continue;
+        }
+        learn_leg *l = calloc(1, sizeof(*l));
+        if (l == NULL) {
+            return false;
+        }
+        l->w = w;
+        bg_strlcpy(l->peer, cfg->peers[i].name, sizeof(l->peer));
+        l->leg.done = learn_done;
+        bg_strlcpy(l->leg.path, "/fed/v1/catalog", sizeof(l->leg.path));
+        gw_worker_new_request_id(w, l->leg.request_id);
+        bg_strlcpy(l->leg.hops, w->srv->cfg->city, sizeof(l->leg.hops));
+        bg_strlcpy(l->leg.dest, l->peer, sizeof(l->leg.dest));
+        bg_strlcpy(l->leg.ctype, "application/json", sizeof(l->leg.ctype));
+        l->next = w->learn_legs;
+        w->learn_legs = l;
+        gw_client_leg(w->peers[i], &l->leg, NULL, 0);
+    }
+    return all;
+}
+
+/* The worker's learning timer: a round, then the next in GW_LEARN_INTERVAL_MS. */
+static void on_learn(evutil_socket_t fd, short what, void *arg)
+{
+    gw_worker *w = arg;
+    (void)fd;
+    (void)what;
+    w->learn_armed = false;
+    if (w->draining) {
+        return;
+    }
+    uint32_t ms = learn_round(w) ? GW_LEARN_INTERVAL_MS : 500;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    w->learn_armed = evtimer_add(&w->learn_ev, &tv) == 0;
+    gw_worker_run_deferred(w);
+}
+
+int gw_catalog_worker_init(gw_worker *w)
+{
+    w->learned = route_learned_new(w->srv->cfg->city);
+    if (w->learned == NULL) {
+        return BG_ERR_NOMEM;
+    }
+    evtimer_assign(&w->learn_ev, w->base, on_learn, w);
+    struct timeval tv = {0, 300 * 1000}; /* soon after start: sessions are up by then */
+    w->learn_armed = evtimer_add(&w->learn_ev, &tv) == 0;
+    return 0;
+}
+
+void gw_catalog_worker_dispose(gw_worker *w)
+{
+    if (w->learn_armed) {
+        event_del(&w->learn_ev);
+        w->learn_armed = false;
+    }
+    while (w->learn_legs != NULL) {
+        learn_leg *l = w->learn_legs;
+        w->learn_legs = l->next;
+        gw_leg_cancel(&l->leg);
+        free(l);
+    }
+    route_learned_free(w->learned);
+    w->learned = NULL;
 }

@@ -22,6 +22,7 @@
 #include "base/err.h"
 #include "base/clock.h"
 #include "conf/conf.h"
+#include "routing/learned.h"
 #include "routing/table.h"
 #include "trust/ledger.h"
 #include "trust/tls.h"
@@ -143,6 +144,10 @@ struct gw_worker {
     size_t nconsume;
     gw_flushable consume_fl;
     struct gw_scope_cache *scopes; /* contracts.c: decoded contract scopes by id */
+    route_learned *learned;        /* catalog.c: routes peers advertise, refreshed by a timer */
+    struct event learn_ev;
+    bool learn_armed;
+    struct learn_leg *learn_legs; /* catalog requests in flight */
     pthread_mutex_t jobs_mu; /* guards |jobs| (LIFO), filled from executor threads */
     gw_job *jobs;
     struct event jobs_ev; /* activated from executor threads: |jobs| has work */
@@ -448,6 +453,11 @@ void gw_ledger_api(gw_stream *s);
 json_t *gw_receipt_json(const trust_receipt *r);
 json_t *gw_receipt_ref_json(const char *city, uint64_t index, const uint8_t leaf[32]);
 void gw_catalog_fed(gw_stream *s);
+/* Starts learning routes from the peers' catalogs on |w| (first round soon, then every
+ * GW_LEARN_INTERVAL_MS); gw_catalog_worker_dispose() stops it. 0 or BG_ERR_NOMEM. */
+int gw_catalog_worker_init(gw_worker *w);
+void gw_catalog_worker_dispose(gw_worker *w);
+#define GW_LEARN_INTERVAL_MS 5000
 /* Federation dataset names close to |name| ("a, b"), for a 404. */
 void gw_queries_near_names(const char *name, char *out, size_t cap);
 void gw_queries_fed(gw_stream *s);

@@ -166,6 +166,16 @@ const conf_peer *gw_route_pick(gw_worker *w, const char *city, const conf_peer *
 {
     const conf_peer *hops[16];
     size_t n = route_table_next_hops(w->gen->rt, city, hops, 16);
+    if (n == 0 && w->learned != NULL) { /* no configured route: what peers advertised */
+        const char *names[16];
+        size_t m = route_learned_next_hops(w->learned, city, names, NULL, 16);
+        for (size_t i = 0; i < m; i++) {
+            const conf_peer *p = conf_gateway_find_peer(w->gen->cfg, names[i]);
+            if (p != NULL) {
+                hops[n++] = p;
+            }
+        }
+    }
     const conf_peer *best = NULL;
     int best_rank = 4;
     for (size_t i = 0; i < n; i++) {
@@ -207,8 +217,10 @@ static bool stage_route(gw_stream *s, const conf_peer **next, char *hops_out, si
         return false;
     }
     rv = route_table_next_hop(s->conn->w->gen->rt, s->dest, next);
-    if (rv == 0 && *next != NULL) { /* among alternatives, a healthy session first */
+    if (rv != 0 || *next != NULL) { /* among alternatives (configured, then learned), a healthy
+                                       session first */
         *next = gw_route_pick(s->conn->w, s->dest, NULL);
+        rv = *next != NULL ? 0 : BG_ERR_NO_ROUTE;
     }
     if (rv != 0) {
         gw_stream_error(s, 404, "unknown_city", "no route from %s to city %s", self, s->dest);

@@ -370,7 +370,7 @@ int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
                            l->address, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         }
     }
-    if (adopt_gen(w, srv->gen) != 0) {
+    if (adopt_gen(w, srv->gen) != 0 || gw_catalog_worker_init(w) != 0) {
         return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
     }
     return 0;
@@ -380,6 +380,9 @@ void gw_worker_dispose(gw_worker *w)
 {
     while (w->conns != NULL) {
         gw_conn_free(w->conns);
+    }
+    if (w->base != NULL) {
+        gw_catalog_worker_dispose(w); /* before the sessions its requests ride on */
     }
     if (w->listeners != NULL) {
         free_listeners(w);
