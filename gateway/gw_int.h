@@ -49,6 +49,7 @@ typedef enum gw_route_id {
     GW_ROUTE_CATALOG,       /* /v1/catalog */
     GW_ROUTE_FED_CATALOG,   /* /fed/v1/catalog */
     GW_ROUTE_LEDGER,        /* /v1/ledger/..., /v1/receipts[/<index>] (regulators) */
+    GW_ROUTE_FED_WITNESS,   /* /fed/v1/witness: a peer shows its checkpoint for cosigning */
     GW_ROUTE_OTHER,
     GW_ROUTE_COUNT
 } gw_route_id;
@@ -103,6 +104,7 @@ struct gw_server {
     struct gw_answers *answers; /* queries.c: recent leg answers by query id (retries) */
     struct trust_ledger *ledger;  /* receipts (<ledger.path>/receipts); NULL: none kept */
     struct gw_receipts *receipts; /* receipts.c: the ledger's writer thread */
+    struct gw_witness *witness;   /* witness.c: peers' checkpoints, cosignatures, split views */
     gw_gen *gen;          /* newest generation (main's reference); guarded by gen_mu */
     pthread_mutex_t gen_mu;
     gw_accesslog *alog;
@@ -148,6 +150,9 @@ struct gw_worker {
     struct event learn_ev;
     bool learn_armed;
     struct learn_leg *learn_legs; /* catalog requests in flight */
+    struct event witness_ev;      /* witness.c (worker 0): show our checkpoint to the peers */
+    bool witness_armed;
+    struct show_leg *witness_legs;
     pthread_mutex_t jobs_mu; /* guards |jobs| (LIFO), filled from executor threads */
     gw_job *jobs;
     struct event jobs_ev; /* activated from executor threads: |jobs| has work */
@@ -458,6 +463,22 @@ void gw_catalog_fed(gw_stream *s);
 int gw_catalog_worker_init(gw_worker *w);
 void gw_catalog_worker_dispose(gw_worker *w);
 #define GW_LEARN_INTERVAL_MS 5000
+/* Witnessing (witness.c). */
+typedef struct gw_witness gw_witness;
+#define GW_WITNESS_INTERVAL_MS 2000
+int gw_witness_new(gw_server *srv, bg_errbuf *eb); /* after the ledger opened */
+void gw_witness_free(gw_server *srv);
+/* Re-reads which cities are blocked (an operator removed evidence files; SIGHUP). */
+void gw_witness_reload(gw_server *srv);
+/* True when |city| showed a split view: no traffic with it. Any thread. */
+bool gw_witness_blocked(gw_server *srv, const char *city);
+uint64_t gw_witness_split_views(gw_server *srv);
+/* Appends the cosignature lines held for our checkpoint of |size|. 0 or BG_ERR_NOMEM. */
+int gw_witness_cosignatures(gw_server *srv, uint64_t size, bg_buf *out);
+/* /fed/v1/witness addressed to this city (after peer authentication). */
+void gw_witness_fed(gw_stream *s);
+void gw_witness_worker_init(gw_worker *w);
+void gw_witness_worker_dispose(gw_worker *w);
 /* Federation dataset names close to |name| ("a, b"), for a 404. */
 void gw_queries_near_names(const char *name, char *out, size_t cap);
 void gw_queries_fed(gw_stream *s);

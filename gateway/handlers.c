@@ -29,7 +29,7 @@ void gw_request_classify(gw_stream *s)
         {"/healthz", GW_ROUTE_HEALTHZ},     {"/readyz", GW_ROUTE_READYZ},
         {"/metrics", GW_ROUTE_METRICS},     {"/v1/queries", GW_ROUTE_QUERIES},
         {"/fed/v1/query", GW_ROUTE_FED_QUERY}, {"/v1/catalog", GW_ROUTE_CATALOG},
-        {"/fed/v1/catalog", GW_ROUTE_FED_CATALOG},
+        {"/fed/v1/catalog", GW_ROUTE_FED_CATALOG}, {"/fed/v1/witness", GW_ROUTE_FED_WITNESS},
     };
     s->route = GW_ROUTE_OTHER;
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
@@ -88,6 +88,13 @@ static const conf_peer *stage_authenticate_peer(gw_stream *s)
     if (id->present && id->verified && id->spiffe_id[0] && s->conn->lst->tls) {
         for (size_t i = 0; i < cfg->npeers; i++) {
             if (strcmp(cfg->peers[i].spiffe_id, id->spiffe_id) == 0) {
+                if (gw_witness_blocked(s->conn->w->srv, cfg->peers[i].name)) {
+                    gw_stream_error(s, 403, "peer_split_view",
+                                    "%s showed this city a split view of its ledger; traffic "
+                                    "is stopped until an operator clears it",
+                                    cfg->peers[i].name);
+                    return NULL;
+                }
                 return &cfg->peers[i];
             }
         }
@@ -106,13 +113,14 @@ static const conf_peer *stage_authenticate_peer(gw_stream *s)
  * body (the destination's data space validates the query itself). */
 static bool stage_parse(gw_stream *s)
 {
-    if ((s->route == GW_ROUTE_FED_CONTRACTS || s->route == GW_ROUTE_FED_CATALOG) &&
+    if ((s->route == GW_ROUTE_FED_CONTRACTS || s->route == GW_ROUTE_FED_CATALOG ||
+         s->route == GW_ROUTE_FED_WITNESS) &&
         s->dest[0] == 0) {
         gw_stream_error(s, 400, "bad_request", "x-baygate-dest is required on %s", s->path);
         return false;
     }
     if ((s->route == GW_ROUTE_FED_QUERY || s->route == GW_ROUTE_FED_CONTRACTS ||
-         s->route == GW_ROUTE_FED_CATALOG) &&
+         s->route == GW_ROUTE_FED_CATALOG || s->route == GW_ROUTE_FED_WITNESS) &&
         s->dest[0]) {
         if (!bg_city_id_valid(s->dest, strlen(s->dest))) {
             gw_stream_error(s, 400, "bad_request", "malformed x-baygate-dest header");
@@ -179,8 +187,8 @@ const conf_peer *gw_route_pick(gw_worker *w, const char *city, const conf_peer *
     const conf_peer *best = NULL;
     int best_rank = 4;
     for (size_t i = 0; i < n; i++) {
-        if (hops[i] == avoid) {
-            continue;
+        if (hops[i] == avoid || gw_witness_blocked(w->srv, hops[i]->name)) {
+            continue; /* a split view stops traffic with that city */
         }
         gw_client_state st = gw_client_get_state(w->peers[hops[i] - w->gen->cfg->peers]);
         int rank = st == GW_CLIENT_CONNECTED ? 0 : st == GW_CLIENT_BACKOFF ? 2 : 1;
@@ -248,7 +256,8 @@ static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
     if (next != NULL) {
         size_t i = (size_t)(next - w->gen->cfg->peers);
         char path[64];
-        if (s->route == GW_ROUTE_FED_CONTRACTS || s->route == GW_ROUTE_FED_CATALOG) {
+        if (s->route == GW_ROUTE_FED_CONTRACTS || s->route == GW_ROUTE_FED_CATALOG ||
+            s->route == GW_ROUTE_FED_WITNESS) {
             /* passed on as it came */
             size_t n = strcspn(s->path, "?");
             bg_strlcpy(path, s->path, n + 1 < sizeof(path) ? n + 1 : sizeof(path));
@@ -256,6 +265,10 @@ static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
             bg_strlcpy(path, "/fed/v1/query", sizeof(path));
         }
         gw_client_forward(w->peers[i], s, path, hops);
+        return;
+    }
+    if (s->route == GW_ROUTE_FED_WITNESS) { /* a peer shows us its checkpoint */
+        gw_witness_fed(s);
         return;
     }
     if (s->route == GW_ROUTE_FED_CATALOG) { /* this city's own catalog */
@@ -371,11 +384,16 @@ static void handle_metrics(gw_stream *s)
                        "# HELP baygate_ledger_batches_total Group commits (one checkpoint each).\n"
                        "# TYPE baygate_ledger_batches_total counter\n"
                        "baygate_ledger_batches_total %llu\n"
+                       "# HELP baygate_witness_split_views_total Split views seen of peers.\n"
+                       "# TYPE baygate_witness_split_views_total counter\n"
+                       "baygate_witness_split_views_total %llu\n"
                        "# HELP baygate_ledger_size Receipts in the ledger.\n"
                        "# TYPE baygate_ledger_size gauge\n"
                        "baygate_ledger_size %llu\n",
                        (unsigned long long)appended, (unsigned long long)failed,
-                       (unsigned long long)batches, (unsigned long long)size) != 0) {
+                       (unsigned long long)batches,
+                       (unsigned long long)gw_witness_split_views(srv),
+                       (unsigned long long)size) != 0) {
         bg_buf_dispose(&out);
         gw_stream_error(s, 500, "internal", "out of memory");
         return;

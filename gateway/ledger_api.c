@@ -391,6 +391,15 @@ void gw_ledger_api(gw_stream *s)
         if (rv == BG_ERR_NOTFOUND) {
             rv = trust_ledger_checkpoint_sign(l, self, &out, NULL); /* an empty ledger's */
         }
+        trust_ledger_checkpoint cp;
+        bg_buf key;
+        bg_buf_init(&key);
+        if (rv == 0 && trust_ledger_verifier_key(l, self, &key) == 0 &&
+            bg_buf_append(&key, "", 1) == 0 &&
+            trust_ledger_checkpoint_verify(out.data, out.len, (const char *)key.data, &cp) == 0) {
+            rv = gw_witness_cosignatures(srv, cp.size, &out); /* the peers' cosignatures */
+        }
+        bg_buf_dispose(&key);
         if (rv != 0) {
             unavailable(s, rv);
         } else {

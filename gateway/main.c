@@ -361,7 +361,7 @@ int main(int argc, char **argv)
             status = 0;
             goto out;
         }
-        if (gw_receipts_start(&srv, &eb) != 0) {
+        if (gw_witness_new(&srv, &eb) != 0 || gw_receipts_start(&srv, &eb) != 0) {
             fprintf(stderr, "baygate: %s\n", eb.msg);
             goto out;
         }
@@ -427,6 +427,7 @@ int main(int argc, char **argv)
         }
         if (sig == SIGHUP) {
             reload(&srv, path);
+            gw_witness_reload(&srv); /* an operator may have cleared a split view */
             continue;
         }
         if (sig == SIGUSR1) {
@@ -462,6 +463,7 @@ out_workers:
     free(srv.workers);
 out:
     gw_receipts_stop(&srv);
+    gw_witness_free(&srv);
     trust_ledger_close(srv.ledger);
     space_pool_free(srv.pool);
     space_db_free(srv.space);

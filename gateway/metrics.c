@@ -41,7 +41,7 @@ const char *gw_route_label(gw_route_id r)
     static const char *names[GW_ROUTE_COUNT] = {
         "/healthz",      "/readyz",       "/metrics",          "/v1/queries",
         "/fed/v1/query", "/v1/contracts", "/fed/v1/contracts", "/v1/catalog", "/fed/v1/catalog",
-        "/v1/ledger", "other"};
+        "/v1/ledger", "/fed/v1/witness", "other"};
     return (unsigned)r < GW_ROUTE_COUNT ? names[r] : "other";
 }
 

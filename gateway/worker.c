@@ -373,6 +373,7 @@ int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
     if (adopt_gen(w, srv->gen) != 0 || gw_catalog_worker_init(w) != 0) {
         return bg_errf(eb, BG_ERR_NOMEM, "out of memory");
     }
+    gw_witness_worker_init(w);
     return 0;
 }
 
@@ -383,6 +384,7 @@ void gw_worker_dispose(gw_worker *w)
     }
     if (w->base != NULL) {
         gw_catalog_worker_dispose(w); /* before the sessions its requests ride on */
+        gw_witness_worker_dispose(w);
     }
     if (w->listeners != NULL) {
         free_listeners(w);

@@ -2534,3 +2534,169 @@ int trust_ledger_verify(trust_ledger *l, bool full, uint64_t *bad_index)
     }
     return 0;
 }
+
+/* ---- Cosignatures (C2SP tlog-cosignature, cosignature/v1, Ed25519) -------------------------- */
+
+#define SIG_TYPE_COSIGNATURE 0x04
+
+/* cosigner key ID = SHA-256(name || 0x0A || 0x04 || public key)[:4] */
+static int cosig_key_id(const char *name, const uint8_t pub[ED25519_LEN], uint8_t id[4])
+{
+    uint8_t buf[NAME_MAX_LEN + 2 + ED25519_LEN];
+    size_t nlen = strlen(name);
+    if (nlen > NAME_MAX_LEN) {
+        return BG_ERR_INVAL;
+    }
+    memcpy(buf, name, nlen);
+    buf[nlen] = 0x0a;
+    buf[nlen + 1] = SIG_TYPE_COSIGNATURE;
+    memcpy(buf + nlen + 2, pub, ED25519_LEN);
+    uint8_t d[HASH];
+    unsigned int dl = 0;
+    if (EVP_Digest(buf, nlen + 2 + ED25519_LEN, d, &dl, sha256_md(), NULL) != 1) {
+        ERR_clear_error();
+        return BG_ERR_NOMEM;
+    }
+    memcpy(id, d, 4);
+    return 0;
+}
+
+/* The signed message of a cosignature: "cosignature/v1\ntime <ts>\n" || checkpoint text. */
+static int cosig_message(uint64_t ts, const uint8_t *text, size_t len, bg_buf *msg)
+{
+    char num[24];
+    bg_fmt_u64(num, ts);
+    int rc = bg_buf_appendf(msg, "cosignature/v1\ntime %s\n", num);
+    return rc != 0 ? rc : bg_buf_append(msg, text, len);
+}
+
+int trust_ledger_witness_key(trust_ledger *l, const char *name, bg_buf *out)
+{
+    uint8_t id[4];
+    if (!name_ok(name, strlen(name))) {
+        return BG_ERR_INVAL;
+    }
+    int rc = cosig_key_id(name, l->pub, id);
+    if (rc != 0) {
+        return rc;
+    }
+    uint8_t raw[1 + ED25519_LEN];
+    raw[0] = SIG_TYPE_COSIGNATURE;
+    memcpy(raw + 1, l->pub, ED25519_LEN);
+    size_t mark = out->len;
+    rc = bg_buf_appendf(out, "%s+%02x%02x%02x%02x+", name, id[0], id[1], id[2], id[3]);
+    if (rc == 0) {
+        rc = b64_append(out, raw, sizeof(raw));
+    }
+    if (rc != 0) {
+        out->len = mark;
+    }
+    return rc;
+}
+
+int trust_ledger_cosign(trust_ledger *l, const char *name, const uint8_t *text, size_t len,
+                        uint64_t ts, bg_buf *line)
+{
+    if (!name_ok(name, strlen(name)) || len == 0 || text[len - 1] != '\n') {
+        return BG_ERR_INVAL;
+    }
+    uint8_t blob[4 + 8 + ED25519_SIG_LEN];
+    int rc = cosig_key_id(name, l->pub, blob);
+    if (rc != 0) {
+        return rc;
+    }
+    for (int i = 0; i < 8; i++) {
+        blob[4 + i] = (uint8_t)(ts >> (56 - 8 * i));
+    }
+    bg_buf msg;
+    bg_buf_init(&msg);
+    if ((rc = cosig_message(ts, text, len, &msg)) != 0) {
+        bg_buf_dispose(&msg);
+        return rc;
+    }
+    size_t siglen = ED25519_SIG_LEN;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    bool ok = ctx != NULL && EVP_DigestSignInit(ctx, NULL, NULL, NULL, l->key) == 1 &&
+              EVP_DigestSign(ctx, blob + 12, &siglen, msg.data, msg.len) == 1 &&
+              siglen == ED25519_SIG_LEN;
+    EVP_MD_CTX_free(ctx);
+    bg_buf_dispose(&msg);
+    if (!ok) {
+        ERR_clear_error();
+        return BG_ERR_TLS;
+    }
+    size_t mark = line->len;
+    if ((rc = bg_buf_append(line, sig_prefix, sizeof(sig_prefix))) != 0 ||
+        (rc = bg_buf_appendf(line, "%s ", name)) != 0 ||
+        (rc = b64_append(line, blob, sizeof(blob))) != 0 ||
+        (rc = bg_buf_append(line, "\n", 1)) != 0) {
+        line->len = mark;
+    }
+    return rc;
+}
+
+int trust_ledger_cosign_verify(const uint8_t *text, size_t len, const char *line,
+                               const char *witness_vkey, uint64_t *ts)
+{
+    /* the witness key: "<name>+<id>+<base64(0x04 || key)>" */
+    const char *p1 = strchr(witness_vkey, '+');
+    const char *p2 = p1 != NULL ? strchr(p1 + 1, '+') : NULL;
+    if (p1 == NULL || p2 == NULL || (size_t)(p1 - witness_vkey) > NAME_MAX_LEN) {
+        return BG_ERR_INVAL;
+    }
+    char name[NAME_MAX_LEN + 1];
+    memcpy(name, witness_vkey, (size_t)(p1 - witness_vkey));
+    name[p1 - witness_vkey] = 0;
+    uint8_t raw[64];
+    size_t rawlen = 0;
+    if (!b64_decode((const uint8_t *)p2 + 1, strlen(p2 + 1), raw, sizeof(raw), &rawlen) ||
+        rawlen != 1 + ED25519_LEN || raw[0] != SIG_TYPE_COSIGNATURE) {
+        return BG_ERR_INVAL;
+    }
+    uint8_t id[4];
+    if (cosig_key_id(name, raw + 1, id) != 0) {
+        return BG_ERR_INVAL;
+    }
+    /* the line: "— <name> <base64(id || ts || sig)>" (newline optional) */
+    size_t pl = sizeof(sig_prefix), nl = strlen(name), ll = strlen(line);
+    if (ll > 0 && line[ll - 1] == '\n') {
+        ll--;
+    }
+    if (ll < pl + nl + 2 || memcmp(line, sig_prefix, pl) != 0 ||
+        memcmp(line + pl, name, nl) != 0 || line[pl + nl] != ' ') {
+        return BG_ERR_SIGNATURE;
+    }
+    uint8_t blob[4 + 8 + ED25519_SIG_LEN + 4];
+    size_t bl = 0;
+    if (!b64_decode((const uint8_t *)line + pl + nl + 1, ll - pl - nl - 1, blob, sizeof(blob),
+                    &bl) ||
+        bl != 4 + 8 + ED25519_SIG_LEN || memcmp(blob, id, 4) != 0) {
+        return BG_ERR_SIGNATURE;
+    }
+    uint64_t t = 0;
+    for (int i = 0; i < 8; i++) {
+        t = (t << 8) | blob[4 + i];
+    }
+    bg_buf msg;
+    bg_buf_init(&msg);
+    if (cosig_message(t, text, len, &msg) != 0) {
+        bg_buf_dispose(&msg);
+        return BG_ERR_NOMEM;
+    }
+    EVP_PKEY *pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, raw + 1, ED25519_LEN);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    bool ok = pk != NULL && ctx != NULL &&
+              EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pk) == 1 &&
+              EVP_DigestVerify(ctx, blob + 12, ED25519_SIG_LEN, msg.data, msg.len) == 1;
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pk);
+    bg_buf_dispose(&msg);
+    ERR_clear_error();
+    if (!ok) {
+        return BG_ERR_SIGNATURE;
+    }
+    if (ts != NULL) {
+        *ts = t;
+    }
+    return 0;
+}

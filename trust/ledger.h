@@ -294,4 +294,21 @@ int trust_ledger_checkpoint_parse(const uint8_t *text, size_t len, trust_ledger_
  * |vkey|) or BG_ERR_SIGNATURE (anything else). Pure. */
 int trust_ledger_checkpoint_verify(const uint8_t *note, size_t len, const char *vkey,
                                    trust_ledger_checkpoint *out);
+
+/* ---- Cosignatures: cities witness each other's checkpoints (C2SP tlog-cosignature) ---------- */
+
+/* Appends this ledger key's witness verifier key "<name>+<hex id>+<base64(0x04 || key)>" for
+ * witness name |name| (e.g. "<city>.gba/baygate/witness"). Returns 0, BG_ERR_INVAL, NOMEM. */
+int trust_ledger_witness_key(trust_ledger *l, const char *name, bg_buf *out);
+/* Appends the cosignature/v1 line "— <name> <base64(id || 8-byte big-endian |ts| || sig)>\n"
+ * over the checkpoint text |text| (|len| bytes, ending in a newline, no signatures), signed as
+ * "cosignature/v1\ntime <ts>\n" || text with this ledger's Ed25519 key. Returns 0,
+ * BG_ERR_INVAL, BG_ERR_NOMEM or BG_ERR_TLS. */
+int trust_ledger_cosign(trust_ledger *l, const char *name, const uint8_t *text, size_t len,
+                        uint64_t ts, bg_buf *line);
+/* Verifies cosignature |line| (NUL-terminated) of checkpoint text |text| by the witness key
+ * |witness_vkey|; |*ts| (may be NULL) gets its time. Returns 0, BG_ERR_INVAL (malformed key) or
+ * BG_ERR_SIGNATURE. Pure. */
+int trust_ledger_cosign_verify(const uint8_t *text, size_t len, const char *line,
+                               const char *witness_vkey, uint64_t *ts);
 #endif /* TRUST_LEDGER_H */
