@@ -14,6 +14,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <event2/thread.h>
+
 typedef struct gwt {
     conf_gateway *cfg;
     route_table *rt;
@@ -39,6 +41,14 @@ static inline int gwt_init(gwt *t, const char *yaml)
 {
     memset(t, 0, sizeof(*t));
     signal(SIGPIPE, SIG_IGN); /* as baygate's main does: a closed peer is an error, not death */
+    /* as baygate's main does: executor threads activate a worker's job event */
+    static bool threads_on;
+    if (!threads_on) {
+        if (evthread_use_pthreads() != 0) {
+            return -1;
+        }
+        threads_on = true;
+    }
     if (yaml == NULL) {
         yaml = gwt_default_yaml;
     }
