@@ -21,6 +21,8 @@ static void usage(FILE *f)
           "  certs bundle  concatenate city CA certificates into a trust bundle\n"
           "  demo          run the multi-city demo\n"
           "  space         list or dump the embedded data space's synthetic datasets\n"
+          "  verify        check a receipt, checkpoint or consistency proof offline\n"
+          "  reconcile     compare two cities' receipts ledgers\n"
           "\n"
           "`baygatectl <command> --help` describes each command.\n",
           f);
@@ -42,6 +44,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "space") == 0) {
         return ctl_space_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "reconcile") == 0) {
+        return ctl_ledger_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "demo") == 0) {
         if (ctl_demo_main == NULL) {

@@ -5,5 +5,6 @@
 #define GW_CTL_H
 int ctl_certs_main(int argc, char **argv); /* gateway/ctl_certs.c */
 int ctl_demo_main(int argc, char **argv);  /* gateway/ctl_demo.c */
+int ctl_ledger_main(int argc, char **argv); /* gateway/ctl_ledger.c: verify, reconcile */
 int ctl_space_main(int argc, char **argv); /* gateway/ctl_space.c */
 #endif /* GW_CTL_H */

@@ -1045,7 +1045,17 @@ static void leg_finish(qleg *l, int status, const char *ctype_or_code, const cha
             l->has_peer_receipt = a.has_receipt && strcmp(a.receipt_city, l->city) == 0;
             l->peer_index = a.receipt_index;
             memcpy(l->peer_leaf, a.receipt_leaf, sizeof(l->peer_leaf));
-            EVP_Digest(body, len, l->result_digest, NULL, EVP_sha256(), NULL);
+            /* the provider's receipt digests its answer before the reference to that
+             * receipt was added: digest the same bytes */
+            a.has_receipt = false;
+            a.result = l->result;
+            uint8_t *plain = NULL;
+            size_t plen = 0;
+            if (space_leg_answer_encode(&a, &plain, &plen) == 0) {
+                EVP_Digest(plain, plen, l->result_digest, NULL, EVP_sha256(), NULL);
+                free(plain);
+            }
+            memset(&a.result, 0, sizeof(a.result));
             space_leg_answer_dispose(&a);
             l->ok = true;
         }
