@@ -313,7 +313,9 @@ static void on_agreed(gw_stream *s, int status, const char *ctype_or_code, const
         return;
     }
     if (status == 422 || status == 400 || status == 403 || status == 404) {
-        /* the provider's refusal, as it wrote it: relay it */
+        /* the provider's refusal, as it wrote it: receipted here too, then relayed */
+        contract_receipt(s, TRUST_RECEIPT_CONTRACT_REFUSED, NULL, &n->asked, n->asked.requester,
+                         n->asked.home_city, n->asked.provider_city);
         gw_stream_respond(s, status, "application/json", body, len);
         return;
     }
