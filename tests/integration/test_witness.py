@@ -26,7 +26,7 @@ PROFILES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "
 
 def cosig_ok(note, wkey):
     """Verifies every cosignature line of |wkey| on |note| (C2SP tlog-cosignature/v1)."""
-    name, _, b64key = wkey.split("+")
+    name, _, b64key = wkey.split("+", 2)
     raw = base64.b64decode(b64key)
     if raw[0] != 4:
         return False
@@ -90,7 +90,7 @@ def main(t):
     # guangzhou's witness key: from its answer to a witness request, as logged in its ledger dir
     # is not exposed; take it from the cosignature line's key id and guangzhou's ledger key
     gkey = gz.get("/v1/ledger/key", cert=gz.client("regulator")).body.strip()
-    name, kid, b64 = gkey.split("+")
+    name, kid, b64 = gkey.split("+", 2)
     raw = base64.b64decode(b64)
     import hashlib
     wname = "guangzhou.gba/baygate/witness"
