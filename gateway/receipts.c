@@ -58,17 +58,11 @@ static void *writer_main(void *arg)
         for (size_t i = 0; rv == 0 && i < n; i++) {
             batch[i] = reqs[i]->receipt;
         }
-        if (rv == 0) {
-            rv = trust_ledger_append_batch(led, batch, n, idx, leaf, &eb);
+        if (rv == 0) { /* the batch and its signed checkpoint: one transaction, one sync */
+            rv = trust_ledger_append_signed(led, batch, n, idx, leaf, rc->srv->cfg->city, NULL,
+                                            &eb);
         }
-        if (rv == 0) {
-            bg_buf note;
-            bg_buf_init(&note);
-            if (trust_ledger_checkpoint_sign(led, rc->srv->cfg->city, &note, NULL) != 0) {
-                bg_log(BG_LOG_WARN, "msg=\"ledger checkpoint not signed\"");
-            }
-            bg_buf_dispose(&note);
-        } else {
+        if (rv != 0) {
             bg_log(BG_LOG_ERROR, "msg=\"ledger append failed\" receipts=%zu err=%s why=\"%s\"", n,
                    bg_strerror(rv), eb.msg);
         }

@@ -1384,9 +1384,31 @@ done:
     return rc;
 }
 
+typedef struct sign_arg sign_arg;
+static int do_sign(trust_ledger *l, MDB_txn *txn, void *arg);
+static int do_append_sign(trust_ledger *l, MDB_txn *txn, void *arg);
+static int append_common(trust_ledger *l, const trust_receipt *receipts, size_t n,
+                         uint64_t *out_indexes,
+                         uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN], sign_arg *sign,
+                         bg_errbuf *eb);
+
+/* The batch, then (when signing) the checkpoint of the new head, in one transaction. */
+typedef struct append_sign {
+    void *batch;
+    sign_arg *sign;
+} append_sign;
+
 int trust_ledger_append_batch(trust_ledger *l, const trust_receipt *receipts, size_t n,
                               uint64_t *out_indexes,
                               uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN], bg_errbuf *eb)
+{
+    return append_common(l, receipts, n, out_indexes, out_leaf_hashes, NULL, eb);
+}
+
+static int append_common(trust_ledger *l, const trust_receipt *receipts, size_t n,
+                         uint64_t *out_indexes,
+                         uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN], sign_arg *sign,
+                         bg_errbuf *eb)
 {
     if (n == 0) {
         return 0;
@@ -1415,7 +1437,12 @@ int trust_ledger_append_batch(trust_ledger *l, const trust_receipt *receipts, si
         rc = bg_errf(eb, BG_ERR_NOMEM, "ledger: out of memory");
         goto done;
     }
-    rc = write_txn(l, do_append, &b);
+    if (sign != NULL) {
+        append_sign as = {&b, sign};
+        rc = write_txn(l, do_append_sign, &as);
+    } else {
+        rc = write_txn(l, do_append, &b);
+    }
     if (rc != 0) {
         rc = is_bg_err(rc)
                  ? bg_errf(eb, rc, "ledger: append failed: %s", bg_strerror(rc))
@@ -2245,11 +2272,11 @@ static int note_build(trust_ledger *l, const char *origin, uint64_t size, const 
     return bg_buf_append(note, "\n", 1);
 }
 
-typedef struct sign_arg {
+struct sign_arg {
     const char *origin;
     bg_buf note; /* built inside the transaction */
     uint64_t size;
-} sign_arg;
+};
 
 static int do_sign(trust_ledger *l, MDB_txn *txn, void *arg)
 {
@@ -2268,6 +2295,32 @@ static int do_sign(trust_ledger *l, MDB_txn *txn, void *arg)
         rc = mdb_put(txn, l->info, &k, &v, 0);
     }
     hasher_dispose(&t.h);
+    return rc;
+}
+
+static int do_append_sign(trust_ledger *l, MDB_txn *txn, void *arg)
+{
+    append_sign *a = arg;
+    int rc = do_append(l, txn, a->batch);
+    return rc != 0 ? rc : do_sign(l, txn, a->sign);
+}
+
+int trust_ledger_append_signed(trust_ledger *l, const trust_receipt *receipts, size_t n,
+                               uint64_t *out_indexes,
+                               uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN],
+                               const char *city, bg_buf *note, bg_errbuf *eb)
+{
+    char origin[TRUST_LEDGER_ORIGIN_MAX + 1];
+    if (trust_ledger_origin(city, origin, sizeof(origin)) != 0) {
+        return bg_errf(eb, BG_ERR_INVAL, "ledger: invalid city");
+    }
+    sign_arg a = {.origin = origin};
+    bg_buf_init(&a.note);
+    int rc = append_common(l, receipts, n, out_indexes, out_leaf_hashes, &a, eb);
+    if (rc == 0 && note != NULL) {
+        rc = bg_buf_append(note, a.note.data, a.note.len);
+    }
+    bg_buf_dispose(&a.note);
     return rc;
 }
 

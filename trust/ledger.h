@@ -198,6 +198,15 @@ int trust_ledger_append_batch(trust_ledger *l, const trust_receipt *receipts, si
                               uint64_t *out_indexes,
                               uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN], bg_errbuf *eb);
 
+/* trust_ledger_append_batch() and trust_ledger_checkpoint_sign() for |city| in the SAME write
+ * transaction: the batch and the signed checkpoint of the new head commit together, with one
+ * sync. The note is appended to |note| (may be NULL). Returns as trust_ledger_append_batch()
+ * (BG_ERR_TLS when signing failed; nothing is then appended). */
+int trust_ledger_append_signed(trust_ledger *l, const trust_receipt *receipts, size_t n,
+                               uint64_t *out_indexes,
+                               uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN],
+                               const char *city, bg_buf *note, bg_errbuf *eb);
+
 /* Reads receipt |index|: its stored bytes appended to |bytes| and/or decoded into |*out| (either
  * may be NULL). Returns 0, BG_ERR_NOTFOUND (no such index), BG_ERR_NOMEM or BG_ERR_STORE (also
  * when the stored bytes do not decode: see trust_ledger_verify()). */

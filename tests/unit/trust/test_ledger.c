@@ -956,6 +956,55 @@ static void test_trust_ledger_map_full_grows(void **state)
     remove_dir(dir);
 }
 
+/* The batch and its checkpoint in one transaction: the stored checkpoint is the new head's,
+ * it verifies, and a tiny map that must grow mid-transaction still ends consistent. */
+static void test_trust_ledger_append_signed(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    trust_ledger *l = open_ledger(dir, 64 * 1024);
+    trust_receipt *rs = calloc(700, sizeof(*rs));
+    assert_non_null(rs);
+    for (unsigned i = 0; i < 700; i++) {
+        make_receipt(&rs[i], i);
+    }
+    bg_buf note, key;
+    bg_buf_init(&note);
+    bg_buf_init(&key);
+    bg_errbuf eb;
+    assert_int_equal(trust_ledger_append_signed(l, rs, 700, NULL, NULL, "hongkong", &note, &eb),
+                     0);
+    assert_int_equal(trust_ledger_verifier_key(l, "hongkong", &key), 0);
+    assert_int_equal(bg_buf_append(&key, "", 1), 0);
+    trust_ledger_checkpoint cp;
+    assert_int_equal(trust_ledger_checkpoint_verify(note.data, note.len, (const char *)key.data,
+                                                    &cp), 0);
+    assert_int_equal(cp.size, 700);
+    uint8_t root[TRUST_LEDGER_HASH_LEN];
+    assert_int_equal(trust_ledger_root(l, 700, root), 0);
+    assert_memory_equal(root, cp.root, sizeof(root));
+    bg_buf last;
+    bg_buf_init(&last);
+    assert_int_equal(trust_ledger_checkpoint_last(l, &last), 0);
+    assert_int_equal(last.len, note.len);
+    assert_memory_equal(last.data, note.data, note.len);
+    uint64_t bad;
+    assert_int_equal(trust_ledger_verify(l, true, &bad), 0);
+    /* a bad city appends nothing */
+    assert_int_equal(trust_ledger_append_signed(l, rs, 1, NULL, NULL, "Bad City", NULL, &eb),
+                     BG_ERR_INVAL);
+    uint64_t size;
+    assert_int_equal(trust_ledger_size(l, &size), 0);
+    assert_int_equal(size, 700);
+    bg_buf_dispose(&last);
+    bg_buf_dispose(&note);
+    bg_buf_dispose(&key);
+    free(rs);
+    trust_ledger_close(l);
+    remove_dir(dir);
+}
+
 static void test_trust_ledger_reopen_keeps_everything(void **state)
 {
     fx *f = *state;
@@ -1481,6 +1530,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trust_ledger_append_batch_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_ledger_time_is_monotonic, setup, teardown),
         cmocka_unit_test(test_trust_ledger_map_full_grows),
+        cmocka_unit_test(test_trust_ledger_append_signed),
         cmocka_unit_test_setup_teardown(test_trust_ledger_reopen_keeps_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_ledger_verify_detects_tamper, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_ledger_checkpoint_roundtrip, setup, teardown),
