@@ -252,6 +252,8 @@ void conf_gateway_free(conf_gateway *cfg)
     }
     free(cfg->upstream.datasets);
     free(cfg->profiles_dir);
+    free(cfg->ca.cert);
+    free(cfg->ca.key);
     free(cfg->ledger_path);
     free(cfg->access_log);
     free(cfg->log_level);
@@ -791,11 +793,14 @@ static int load_timeouts(loader *l, const yaml_node_t *n)
 
 static int load_limits(loader *l, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"max_body_bytes", "max_hops", "max_concurrent_streams",
-                                       "max_connections", "stream_window_bytes"};
+    static const char *const keys[] = {"max_body_bytes",      "max_hops",
+                                       "max_concurrent_streams", "max_connections",
+                                       "stream_window_bytes", "firm_rps",
+                                       "firm_burst",          "firm_max_streams",
+                                       "apply_per_minute"};
     conf_limits *m = &l->cfg->limits;
-    yaml_node_t *v[5];
-    int rv = conf_yaml_map_collect(&l->y, n, "limits", keys, 5, v);
+    yaml_node_t *v[9];
+    int rv = conf_yaml_map_collect(&l->y, n, "limits", keys, 9, v);
     if (rv != 0) {
         return rv;
     }
@@ -819,6 +824,46 @@ static int load_limits(loader *l, const yaml_node_t *n)
                                        16 * MIB, &m->stream_window_bytes)) != 0) {
         return rv;
     }
+    if (v[5] != NULL && (rv = conf_yaml_get_u32(&l->y, v[5], "limits.firm_rps", 0, 1000000,
+                                                &m->firm_rps)) != 0) {
+        return rv;
+    }
+    if (v[6] != NULL && (rv = conf_yaml_get_u32(&l->y, v[6], "limits.firm_burst", 1, 10000000,
+                                                &m->firm_burst)) != 0) {
+        return rv;
+    }
+    if (v[7] != NULL && (rv = conf_yaml_get_u32(&l->y, v[7], "limits.firm_max_streams", 0,
+                                                1000000, &m->firm_max_streams)) != 0) {
+        return rv;
+    }
+    if (v[8] != NULL && (rv = conf_yaml_get_u32(&l->y, v[8], "limits.apply_per_minute", 0,
+                                                100000, &m->apply_per_minute)) != 0) {
+        return rv;
+    }
+    return 0;
+}
+
+static int load_ca(loader *l, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"cert", "key", "firm_cert_days"};
+    yaml_node_t *v[3];
+    conf_ca *ca = &l->cfg->ca;
+    int rv = conf_yaml_map_collect(&l->y, n, "ca", keys, 3, v);
+    if (rv != 0) {
+        return rv;
+    }
+    if (v[0] == NULL || v[1] == NULL) {
+        return conf_yaml_fail(&l->y, n, "ca: needs both 'cert' and 'key'");
+    }
+    if ((rv = get_str(l, v[0], "ca.cert", &ca->cert)) != 0 ||
+        (rv = resolve_path(l, &ca->cert)) != 0 || (rv = get_str(l, v[1], "ca.key", &ca->key)) != 0 ||
+        (rv = resolve_path(l, &ca->key)) != 0) {
+        return rv;
+    }
+    if (v[2] != NULL &&
+        (rv = conf_yaml_get_u32(&l->y, v[2], "ca.firm_cert_days", 1, 365, &ca->firm_cert_days)) != 0) {
+        return rv;
+    }
     return 0;
 }
 
@@ -840,6 +885,7 @@ static void set_defaults(conf_gateway *cfg)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = ncpu < 1 ? 1u : ncpu > 256 ? 256u : (uint32_t)ncpu;
+    cfg->ca.firm_cert_days = 90;
     cfg->upstream.rows = 100000;
     cfg->upstream.seed = 1;
     cfg->upstream.threads = 2;
@@ -856,6 +902,10 @@ static void set_defaults(conf_gateway *cfg)
     cfg->limits.max_concurrent_streams = 100;
     cfg->limits.max_connections = 4096;
     cfg->limits.stream_window_bytes = (size_t)(256 * KIB);
+    cfg->limits.firm_rps = 200;
+    cfg->limits.firm_burst = 400;
+    cfg->limits.firm_max_streams = 100;
+    cfg->limits.apply_per_minute = 10;
 }
 
 enum {
@@ -872,6 +922,7 @@ enum {
     K_LIMITS,
     K_LEDGER,
     K_PROFILES,
+    K_CA,
     K_COUNT
 };
 
@@ -882,7 +933,7 @@ static int load_root(loader *l, const yaml_node_t *root)
         [K_ACCESS_LOG] = "access_log", [K_LISTENERS] = "listeners", [K_TLS] = "tls",
         [K_PEERS] = "peers",       [K_ROUTES] = "routes",     [K_UPSTREAM] = "upstream",
         [K_TIMEOUTS] = "timeouts", [K_LIMITS] = "limits",     [K_LEDGER] = "ledger",
-        [K_PROFILES] = "profiles",
+        [K_PROFILES] = "profiles", [K_CA] = "ca",
     };
     yaml_node_t *v[K_COUNT];
     conf_gateway *cfg = l->cfg;
@@ -959,6 +1010,9 @@ static int load_root(loader *l, const yaml_node_t *root)
         return rv;
     }
     if (v[K_LIMITS] != NULL && (rv = load_limits(l, v[K_LIMITS])) != 0) {
+        return rv;
+    }
+    if (v[K_CA] != NULL && (rv = load_ca(l, v[K_CA])) != 0) {
         return rv;
     }
     if (v[K_LEDGER] != NULL && (rv = load_ledger(l, v[K_LEDGER])) != 0) {

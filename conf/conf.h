@@ -72,6 +72,13 @@ typedef struct conf_limits {
     uint32_t max_concurrent_streams; /* per inbound connection; default 100 */
     uint32_t max_connections;        /* per worker; default 4096 */
     size_t stream_window_bytes;     /* HTTP/2 per-stream window, bounds buffered bytes; 256 KiB */
+    /* Per-firm limits on the /v1/ endpoints (process-wide, by SPIFFE id; over them: 429
+     * rate_limited). 0 turns a limit off (firm_burst excepted). */
+    uint32_t firm_rps;         /* token bucket refill, requests/s; default 200 */
+    uint32_t firm_burst;       /* token bucket size; default 400 */
+    uint32_t firm_max_streams; /* requests in flight at once, across connections; default 100 */
+    uint32_t apply_per_minute; /* POST /v1/firms by a caller that is not a firm, per source
+                                  address; default 10 */
 } conf_limits;
 
 typedef struct conf_tls {
@@ -79,6 +86,13 @@ typedef struct conf_tls {
     char *key;          /* PEM private key */
     char *trust_bundle; /* PEM: every city's CA; verifies clients and peers */
 } conf_tls;
+
+/* The city CA this gateway issues firms' certificates with (onboarding); optional. */
+typedef struct conf_ca {
+    char *cert; /* PEM: the city CA certificate; NULL when not configured */
+    char *key;  /* PEM: its key (mode 0600) */
+    uint32_t firm_cert_days; /* lifetime of a firm's certificate; default 90, 1..365 */
+} conf_ca;
 
 typedef struct conf_gateway {
     char *path;       /* the file this was loaded from */
@@ -95,6 +109,7 @@ typedef struct conf_gateway {
     conf_timeouts timeouts;
     conf_limits limits;
     char *ledger_path;     /* directory for the LMDB ledger; default "./ledger-<city>" */
+    conf_ca ca;            /* `ca:`: onboarding issues firms' certificates with it */
     char *profiles_dir;    /* directory of city contract profiles (<city>.yaml); NULL: contracts
                               are not offered by this gateway */
     char *access_log;      /* "stdout" (default), "off", or a file path */

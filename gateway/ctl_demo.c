@@ -490,8 +490,11 @@ static bool write_config(const char *dir, const demo_city *c)
             "  rows: %u\n"
             "  seed: 1\n"
             "ledger:\n"
-            "  path: %s/ledger\n",
-            (unsigned)DEMO_ROWS, c->name);
+            "  path: %s/ledger\n"
+            "ca:\n" /* onboarding: this city's admin approves firms, the gateway issues */
+            "  cert: %s/ca.crt\n"
+            "  key: %s/ca.key\n",
+            (unsigned)DEMO_ROWS, c->name, c->name, c->name);
     if (profiles_abs[0]) {
         fprintf(f, "profiles: %s\n", profiles_abs);
     }

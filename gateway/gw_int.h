@@ -50,6 +50,8 @@ typedef enum gw_route_id {
     GW_ROUTE_FED_CATALOG,   /* /fed/v1/catalog */
     GW_ROUTE_LEDGER,        /* /v1/ledger/..., /v1/receipts[/<index>] (regulators) */
     GW_ROUTE_FED_WITNESS,   /* /fed/v1/witness: a peer shows its checkpoint for cosigning */
+    GW_ROUTE_FIRMS,         /* /v1/firms[/...]: onboarding (firms.c) */
+    GW_ROUTE_CRL,           /* /v1/crl: the city's revoked certificates (firms.c) */
     GW_ROUTE_OTHER,
     GW_ROUTE_COUNT
 } gw_route_id;
@@ -105,6 +107,7 @@ struct gw_server {
     struct trust_ledger *ledger;  /* receipts (<ledger.path>/receipts); NULL: none kept */
     struct gw_receipts *receipts; /* receipts.c: the ledger's writer thread */
     struct gw_witness *witness;   /* witness.c: peers' checkpoints, cosignatures, split views */
+    struct trust_firms *firms;    /* firms.c: onboarding records (<ledger.path>/firms) */
     gw_gen *gen;          /* newest generation (main's reference); guarded by gen_mu */
     pthread_mutex_t gen_mu;
     gw_accesslog *alog;
@@ -113,6 +116,10 @@ struct gw_server {
     size_t nworkers;
     atomic_bool draining;
     bool no_listeners; /* tests and fuzzing: workers bind nothing; conns come from socketpairs */
+    /* Process-wide state created on first use (a zeroed gw_server needs no set-up for them)
+     * and freed when the last worker is disposed: */
+    _Atomic(struct gw_limits *) limits;   /* limits.c: per-firm and per-address buckets */
+    _Atomic(struct gw_revoked *) revoked; /* authz.c: revoked identities */
 };
 
 /* ---- worker: one thread, one loop ------------------------------------------------------- */
@@ -260,6 +267,8 @@ struct gw_stream {
     uint64_t deadline_ms;      /* x-baygate-deadline-ms as received (0: none) */
     uint64_t deadline_at_us;   /* bg_now_us() by which the answer is due (0: none) */
     void (*ctx_free)(void *);  /* frees |ctx| when the stream goes */
+    struct gw_limit_slot *limit_slot; /* limits.c: the firm's in-flight count this holds */
+    uint32_t retry_after_s;    /* > 0: the response carries retry-after (seconds) */
     /* Text fields last: a new stream zeroes only what is above and the first byte of each of
      * these (GW_STREAM_ZERO_END), not kilobytes of arrays on every request. */
     char method[16];
@@ -293,8 +302,9 @@ int gw_h2_recv(nghttp2_session *h2, gw_io *io, bool *got, const char **why);
 #define GW_H2_EOF 1 /* the peer closed the connection */
 /* Schedules a deferred nghttp2 send on |conn| (safe inside any callback). */
 void gw_conn_schedule_flush(gw_conn *conn);
-/* Submits a response with status and an optional JSON |body| (copied). Adds x-request-id
- * and, when |s|->resp_route is set, x-baygate-route. Returns 0 or BG_ERR_*. */
+/* Submits a response with status and an optional JSON |body| (copied). Adds x-request-id,
+ * x-baygate-route when |s|->resp_route is set and retry-after when |s|->retry_after_s is.
+ * Returns 0 or BG_ERR_*. */
 int gw_stream_respond(gw_stream *s, int status, const char *content_type, const void *body,
                       size_t len);
 /* Answers with the JSON document |j| (taken, even on error; NULL answers 500) and a newline. */
@@ -314,6 +324,9 @@ void gw_conn_accept(gw_worker *w, const conf_listener *lst, evutil_socket_t fd,
                     const struct sockaddr *sa, int salen);
 /* GOAWAY to every connection of |w|, as part of a drain. */
 void gw_conn_goaway_all(gw_worker *w);
+/* Loop thread of |w|: ends at once (GOAWAY, then close) every connection of |w| authenticated
+ * as |spiffe_id|, in-flight streams included. Returns how many. */
+size_t gw_conn_close_identity(gw_worker *w, const char *spiffe_id);
 void gw_conn_free(gw_conn *conn);
 
 /* ---- outbound sessions (client.c) -------------------------------------------------------- */
@@ -403,6 +416,12 @@ void gw_request_classify(gw_stream *s);
 void gw_request_dispatch(gw_stream *s);
 /* The stream closed: record (access log, metrics). */
 void gw_request_record(gw_stream *s, uint32_t error_code);
+/* Onboarding (firms.c, built when present; handlers.c answers 501 otherwise): /v1/firms[/...]
+ * and GET /v1/crl, after authorization (authz.c) and rate limits (limits.c). */
+void gw_firms_client(gw_stream *s);
+/* Opens srv->firms and loads the deny list of suspended/revoked firms; 0 or BG_ERR_*. */
+int gw_firms_open(gw_server *srv, bg_errbuf *eb);
+void gw_firms_crl(gw_stream *s);
 /* Contracts (contracts.c): /v1/contracts for clients (authenticated), /fed/v1/contracts for
  * this city as provider (after peer authentication and routing). */
 void gw_contracts_client(gw_stream *s);
@@ -494,6 +513,71 @@ void gw_answers_free(gw_server *srv);
 /* Noisy releases per contract: each spends this fraction of its epsilon. */
 #define GW_DP_RELEASES 10
 
+/* ---- authorization (authz.c) ------------------------------------------------------------- */
+
+/* The outcome of looking a request up in the authorization table. */
+typedef enum gw_authz_result {
+    GW_AUTHZ_ALLOW = 0,
+    GW_AUTHZ_DENY,      /* a known endpoint and method, not for this caller: 403 */
+    GW_AUTHZ_NO_METHOD, /* a known endpoint, another method: 405 */
+    GW_AUTHZ_NO_PATH,   /* no such endpoint under the route (e.g. /v1/firms/a/b/c): 404 */
+} gw_authz_result;
+/* Looks |method| on |route| up in the one table of who may call what (deny by default).
+ * |subpath| is what follows the route's prefix ("" for exact routes, "/<id>/approve" under
+ * /v1/firms; a '?' ends it). |id| is the caller (a local listener's client_identity counts as
+ * its role; NULL or not present: anonymous), |local_listener| whether it came on a `local`
+ * listener, |self_city| this gateway's city. On a refusal, |*why| (may be NULL) says who may
+ * call it (static text). Pure: any thread. The /fed/v1/ routes admit gateways of other cities;
+ * which of them are configured peers is checked after (handlers.c). */
+gw_authz_result gw_authz_check(gw_route_id route, const char *method, const char *subpath,
+                               const trust_identity *id, bool local_listener,
+                               const char *self_city, const char **why);
+/* gw_authz_check() == GW_AUTHZ_ALLOW. */
+bool gw_authz_allowed(gw_route_id route, const char *method, const char *subpath,
+                      const trust_identity *id, bool local_listener, const char *self_city,
+                      const char **why);
+
+/* The revoked identities, process-wide (the firms module keeps them in step with its store).
+ * Any thread. gw_revoke_identity() adds |spiffe_id| (|serial_hex|: the certificate that
+ * prompted it, for the logs; may be NULL): from then on its requests are refused (403
+ * certificate_revoked), TLS handshakes presenting it fail, and every worker closes its open
+ * connections (a job posted to each). Returns 0 (also when already revoked), BG_ERR_INVAL
+ * (not a SPIFFE id) or BG_ERR_NOMEM. */
+int gw_revoke_identity(gw_server *srv, const char *spiffe_id, const char *serial_hex);
+/* Takes |spiffe_id| out of the set (reinstated); no-op when absent. */
+void gw_unrevoke_identity(gw_server *srv, const char *spiffe_id);
+bool gw_identity_revoked(gw_server *srv, const char *spiffe_id);
+/* The trust_tls revocation hook: |arg| is the gw_server. Logs a refusal. */
+bool gw_tls_revoked(void *arg, const char *spiffe_id, const char *serial_hex);
+/* Frees the set (after the workers stopped; the last worker's dispose calls it). */
+void gw_authz_dispose(gw_server *srv);
+
+/* ---- rate limits (limits.c) -------------------------------------------------------------- */
+
+typedef enum gw_limit_kind {
+    GW_LIMIT_OK = 0,
+    GW_LIMIT_FIRM_RATE,    /* the firm's token bucket is empty */
+    GW_LIMIT_FIRM_STREAMS, /* the firm has limits.firm_max_streams requests in flight */
+    GW_LIMIT_APPLY,        /* applications from this source address over apply_per_minute */
+    GW_LIMIT_COUNT
+} gw_limit_kind;
+typedef struct gw_limit_slot gw_limit_slot;
+/* Admits one request of firm |spiffe_id| at |now_us| (bg_now_us()) under srv->cfg->limits:
+ * takes a token and an in-flight place. GW_LIMIT_OK with |*slot| set (NULL when nothing is
+ * counted) which the caller hands back with gw_limits_firm_release() when the stream ends;
+ * otherwise the limit hit and |*retry_after_s| (>= 1). Process-wide, any thread. */
+gw_limit_kind gw_limits_firm_admit(gw_server *srv, const char *spiffe_id, uint64_t now_us,
+                                   gw_limit_slot **slot, uint32_t *retry_after_s);
+void gw_limits_firm_release(gw_server *srv, gw_limit_slot *slot); /* NULL is a no-op */
+/* Admits one application (POST /v1/firms) from source address |addr| ("host:port" or "host";
+ * the port is ignored). GW_LIMIT_OK or GW_LIMIT_APPLY with |*retry_after_s|. */
+gw_limit_kind gw_limits_apply_admit(gw_server *srv, const char *addr, uint64_t now_us,
+                                    uint32_t *retry_after_s);
+/* In-flight requests counted for |spiffe_id| now (tests, metrics). */
+uint32_t gw_limits_firm_inflight(gw_server *srv, const char *spiffe_id);
+/* Frees the tables (after the workers stopped; the last worker's dispose calls it). */
+void gw_limits_dispose(gw_server *srv);
+
 /* ---- metrics (metrics.c) and access log (accesslog.c) ------------------------------------ */
 
 int gw_metrics_new(gw_metrics **out);
@@ -504,6 +588,8 @@ void gw_metrics_conn(gw_metrics *m, bool inbound, int delta);
 void gw_metrics_streams(gw_metrics *m, int delta);
 /* Outbound session |peer| moved from state |from| to |to| (-1: created / removed). */
 void gw_metrics_peer_state(gw_metrics *m, const char *peer, int from, int to);
+/* A request was refused with 429 rate_limited by limit |k|. */
+void gw_metrics_rate_limited(gw_metrics *m, gw_limit_kind k);
 /* Sessions to |peer| in |state| across all workers now. */
 long long gw_metrics_peer_count(gw_metrics *m, const char *peer, int state);
 /* Renders Prometheus text for the whole process into |out|. */

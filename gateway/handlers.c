@@ -1,7 +1,9 @@
 /* gateway/handlers.c: the request pipeline. Every federated request goes through the same
  * named stages, so that later issues slot in without rewrites:
- *   authenticate -> parse -> route -> enforce -> forward ... record
- * authenticate: who is calling (client certificate identity; configured peer for /fed/).
+ *   authorize -> authenticate peer -> parse -> route -> enforce -> forward ... record
+ * authorize:    every request: revoked identities, the authorization table (authz.c), rate
+ *               limits (limits.c).
+ * authenticate: for /fed/, the caller is a configured peer.
  * route:        which city holds the dataset, next hop or local upstream, hop-list checks.
  * enforce:      contracts and usage control (issue 3); today it allows what authenticate allowed.
  * forward:      to the next-hop peer (/fed/v1/query) or the data-space upstream (/space/v1/query).
@@ -9,6 +11,7 @@
  * Operator endpoints (/healthz, /readyz, /metrics) are answered here too. */
 #include "gateway/gw_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,6 +20,16 @@
 #include "base/clock.h"
 #include "base/ids.h"
 #include "base/log.h"
+
+/* Routes named by a prefix: the prefix, then "" or "/<something>". */
+static const struct {
+    const char *prefix;
+    gw_route_id id;
+} prefixes[] = {{"/v1/contracts", GW_ROUTE_CONTRACTS},
+                {"/fed/v1/contracts", GW_ROUTE_FED_CONTRACTS},
+                {"/v1/ledger", GW_ROUTE_LEDGER},
+                {"/v1/receipts", GW_ROUTE_LEDGER},
+                {"/v1/firms", GW_ROUTE_FIRMS}};
 
 void gw_request_classify(gw_stream *s)
 {
@@ -30,6 +43,7 @@ void gw_request_classify(gw_stream *s)
         {"/metrics", GW_ROUTE_METRICS},     {"/v1/queries", GW_ROUTE_QUERIES},
         {"/fed/v1/query", GW_ROUTE_FED_QUERY}, {"/v1/catalog", GW_ROUTE_CATALOG},
         {"/fed/v1/catalog", GW_ROUTE_FED_CATALOG}, {"/fed/v1/witness", GW_ROUTE_FED_WITNESS},
+        {"/v1/crl", GW_ROUTE_CRL},
     };
     s->route = GW_ROUTE_OTHER;
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
@@ -38,14 +52,7 @@ void gw_request_classify(gw_stream *s)
             return;
         }
     }
-    /* contract paths: a fixed prefix, then "" or "/<something>" */
-    static const struct {
-        const char *prefix;
-        gw_route_id id;
-    } prefixes[] = {{"/v1/contracts", GW_ROUTE_CONTRACTS},
-                    {"/fed/v1/contracts", GW_ROUTE_FED_CONTRACTS},
-                    {"/v1/ledger", GW_ROUTE_LEDGER},
-                    {"/v1/receipts", GW_ROUTE_LEDGER}};
+    /* prefix routes: a fixed prefix, then "" or "/<something>" */
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
         size_t pl = strlen(prefixes[i].prefix);
         if (n >= pl && strncmp(p, prefixes[i].prefix, pl) == 0 && (n == pl || p[pl] == '/')) {
@@ -55,25 +62,108 @@ void gw_request_classify(gw_stream *s)
     }
 }
 
+/* What follows |s|'s route prefix in its path ("" for exact routes), for the authz table. */
+static const char *route_subpath(const gw_stream *s)
+{
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        size_t pl = strlen(prefixes[i].prefix);
+        if (prefixes[i].id == s->route && strncmp(s->path, prefixes[i].prefix, pl) == 0) {
+            return s->path + pl;
+        }
+    }
+    return "";
+}
+
 /* ---- stages ----------------------------------------------------------------------------------- */
 
-/* authenticate (client side): a verified certificate of a city in the trust bundle, role
- * other than "gateway". Returns true when the request may go on; otherwise it answered. */
-static bool stage_authenticate_client(gw_stream *s)
+static bool route_is_fed(gw_route_id r)
 {
-    const trust_identity *id = &s->conn->id;
-    if (!id->present) {
-        gw_stream_error(s, 403, "client_certificate_required",
-                        "this endpoint needs a client certificate issued by a city CA");
+    return r == GW_ROUTE_FED_QUERY || r == GW_ROUTE_FED_CATALOG || r == GW_ROUTE_FED_CONTRACTS ||
+           r == GW_ROUTE_FED_WITNESS;
+}
+
+/* Answers 429 rate_limited for limit |k| with Retry-After |retry_s|. */
+static void answer_limited(gw_stream *s, gw_limit_kind k, uint32_t retry_s)
+{
+    const conf_limits *c = &s->conn->w->srv->cfg->limits;
+    gw_metrics_rate_limited(s->conn->w->srv->metrics, k);
+    s->retry_after_s = retry_s;
+    switch (k) {
+    case GW_LIMIT_FIRM_STREAMS:
+        gw_stream_error(s, 429, "rate_limited", "%s has %u requests in flight, the most allowed",
+                        s->conn->id.spiffe_id, c->firm_max_streams);
+        return;
+    case GW_LIMIT_APPLY:
+        gw_stream_error(s, 429, "rate_limited",
+                        "at most %u applications a minute from one address; retry in %u s",
+                        c->apply_per_minute, retry_s);
+        return;
+    default:
+        gw_stream_error(s, 429, "rate_limited",
+                        "%s is over %u requests/s (burst %u); retry in %u s",
+                        s->conn->id.spiffe_id, c->firm_rps, c->firm_burst, retry_s);
+        return;
+    }
+}
+
+/* authorize: every request. A revoked identity is refused outright; then the authorization
+ * table (authz.c) decides; then the rate limits: a firm's bucket and in-flight count on /v1/,
+ * and for anyone else applying (POST /v1/firms) the source address's. Returns true when the
+ * request may go on; otherwise it answered. */
+static bool stage_authorize(gw_stream *s)
+{
+    gw_conn *conn = s->conn;
+    gw_server *srv = conn->w->srv;
+    const trust_identity *id = &conn->id;
+    if (id->present && gw_identity_revoked(srv, id->spiffe_id)) {
+        bg_log(BG_LOG_INFO, "conn=%llu stream=%d msg=\"refused: identity revoked\" identity=\"%s\"",
+               (unsigned long long)conn->conn_id, s->id, id->spiffe_id);
+        gw_stream_error(s, 403, "certificate_revoked", "the certificate of %s has been revoked",
+                        id->spiffe_id);
         return false;
     }
-    if (!id->verified || id->city[0] == 0) {
-        gw_stream_error(s, 403, "forbidden", "client identity %s is not a federation identity",
-                        id->spiffe_id[0] ? id->spiffe_id : "(none)");
+    const char *why = NULL;
+    size_t plen = strcspn(s->path, "?");
+    switch (gw_authz_check(s->route, s->method, route_subpath(s), id, conn->lst->local,
+                           srv->cfg->city, &why)) {
+    case GW_AUTHZ_ALLOW:
+        break;
+    case GW_AUTHZ_NO_PATH:
+        gw_stream_error(s, 404, "not_found", "no such endpoint: %.*s", (int)plen, s->path);
+        return false;
+    case GW_AUTHZ_NO_METHOD:
+        gw_stream_error(s, 405, "method_not_allowed", "%s is not allowed on %.*s", s->method,
+                        (int)plen, s->path);
+        return false;
+    case GW_AUTHZ_DENY:
+        /* the codes callers already know: peers' and certificate-less callers' */
+        gw_stream_error(s, 403,
+                        route_is_fed(s->route) ? "peer_not_allowed"
+                        : !id->present         ? "client_certificate_required"
+                                               : "forbidden",
+                        "%s %.*s is for %s (this city: %s; caller: %s)", s->method, (int)plen,
+                        s->path, why, srv->cfg->city,
+                        id->present && id->spiffe_id[0] ? id->spiffe_id
+                        : id->present                   ? "a certificate without a SPIFFE id"
+                                                        : "no client certificate");
         return false;
     }
-    if (strcmp(id->role, "gateway") == 0) {
-        gw_stream_error(s, 403, "forbidden", "gateways call /fed/v1/*, not /v1/*");
+    if (route_is_fed(s->route) || s->route == GW_ROUTE_HEALTHZ || s->route == GW_ROUTE_READYZ ||
+        s->route == GW_ROUTE_METRICS) {
+        return true; /* not a /v1/ endpoint */
+    }
+    uint32_t retry = 1;
+    gw_limit_kind k = GW_LIMIT_OK;
+    const char *sub = route_subpath(s);
+    assert(s->limit_slot == NULL); /* dispatched once */
+    if (id->present && id->verified && strcmp(id->role, "firm") == 0) {
+        k = gw_limits_firm_admit(srv, id->spiffe_id, bg_now_us(), &s->limit_slot, &retry);
+    } else if (s->route == GW_ROUTE_FIRMS && strcmp(s->method, "POST") == 0 &&
+               (sub[0] == 0 || sub[0] == '?')) { /* an application, by anyone but a firm */
+        k = gw_limits_apply_admit(srv, conn->addr, bg_now_us(), &retry);
+    }
+    if (k != GW_LIMIT_OK) {
+        answer_limited(s, k, retry);
         return false;
     }
     return true;
@@ -310,22 +400,6 @@ static void stage_forward(gw_stream *s, const conf_peer *next, const char *hops)
 /* ---- operator endpoints ----------------------------------------------------------------------- */
 
 
-/* readyz and metrics: anyone on a local listener, or a verified certificate of this city. */
-static bool operator_allowed(gw_stream *s)
-{
-    const trust_identity *id = &s->conn->id;
-    if (s->conn->lst->local) {
-        return true;
-    }
-    if (id->verified && strcmp(id->city, s->conn->w->srv->cfg->city) == 0) {
-        return true;
-    }
-    gw_stream_error(s, 403, "forbidden",
-                    "operator endpoints need a local listener or a certificate of city %s",
-                    s->conn->w->srv->cfg->city);
-    return false;
-}
-
 /* One session per worker: "connected" when every worker's is, else this worker's state, or
  * "partial" when this worker's is connected but another's is not. Requests land on any worker,
  * so ready means all of them can reach every peer. */
@@ -402,46 +476,26 @@ static void handle_metrics(gw_stream *s)
     bg_buf_dispose(&out);
 }
 
-static bool method_is(const gw_stream *s, const char *m)
+/* Onboarding (gateway/firms.c) may be missing from a build: then weak references keep the
+ * link working, resolve to NULL, and its endpoints answer 501. When CMake builds firms.c it
+ * defines BG_HAVE_FIRMS and the references stay strong, because a weak reference alone would
+ * not pull firms.o out of the static library. */
+#ifndef BG_HAVE_FIRMS
+extern void gw_firms_client(gw_stream *s) __attribute__((weak));
+extern void gw_firms_crl(gw_stream *s) __attribute__((weak));
+#endif
+
+/* The handler of /v1/firms or /v1/crl, NULL when not built (a function, so that testing for
+ * NULL compiles without warnings in both builds). */
+static void (*firms_handler(gw_route_id r))(gw_stream *)
 {
-    return strcmp(s->method, m) == 0;
+    return r == GW_ROUTE_CRL ? gw_firms_crl : gw_firms_client;
 }
 
 void gw_request_dispatch(gw_stream *s)
 {
     gw_server *srv = s->conn->w->srv;
-    if (s->responded) {
-        return;
-    }
-    if (s->route == GW_ROUTE_OTHER) {
-        gw_stream_error(s, 404, "not_found", "no such endpoint: %s", s->path);
-        return;
-    }
-    if (s->route == GW_ROUTE_LEDGER) {
-        if (stage_authenticate_client(s)) {
-            gw_ledger_api(s);
-        }
-        return;
-    }
-    if (s->route == GW_ROUTE_CATALOG) {
-        if (!method_is(s, "GET") && !method_is(s, "HEAD")) {
-            gw_stream_error(s, 405, "method_not_allowed", "%s %s: use GET", s->method, s->path);
-        } else if (stage_authenticate_client(s)) {
-            gw_catalog_client(s);
-        }
-        return;
-    }
-    if (s->route == GW_ROUTE_CONTRACTS) { /* GET, POST (and later DELETE): checked there */
-        if (stage_authenticate_client(s)) {
-            gw_contracts_client(s);
-        }
-        return;
-    }
-    bool want_get = s->route == GW_ROUTE_HEALTHZ || s->route == GW_ROUTE_READYZ ||
-                    s->route == GW_ROUTE_METRICS;
-    if (!method_is(s, want_get ? "GET" : "POST") && !(want_get && method_is(s, "HEAD"))) {
-        gw_stream_error(s, 405, "method_not_allowed", "%s %s: use %s", s->method, s->path,
-                        want_get ? "GET" : "POST");
+    if (s->responded || !stage_authorize(s)) { /* GW_ROUTE_OTHER: 404 there */
         return;
     }
     switch (s->route) {
@@ -449,24 +503,37 @@ void gw_request_dispatch(gw_stream *s)
         gw_stream_respond_json(s, 200, json_pack("{s:s,s:s}", "status", "ok", "city", srv->cfg->city));
         return;
     case GW_ROUTE_READYZ:
-        if (operator_allowed(s)) {
-            handle_readyz(s);
-        }
+        handle_readyz(s);
         return;
     case GW_ROUTE_METRICS:
-        if (operator_allowed(s)) {
-            handle_metrics(s);
+        handle_metrics(s);
+        return;
+    case GW_ROUTE_LEDGER:
+        gw_ledger_api(s);
+        return;
+    case GW_ROUTE_CATALOG:
+        gw_catalog_client(s);
+        return;
+    case GW_ROUTE_CONTRACTS: /* which of GET, POST, DELETE on which path: checked there */
+        gw_contracts_client(s);
+        return;
+    case GW_ROUTE_FIRMS:
+    case GW_ROUTE_CRL: {
+        void (*h)(gw_stream *) = firms_handler(s->route);
+        if (h == NULL) {
+            gw_stream_error(s, 501, "not_built", "%s: onboarding is not built into this gateway",
+                            s->path);
+        } else {
+            h(s);
         }
         return;
+    }
     default:
         break;
     }
     char hops[1100];
     const conf_peer *next = NULL;
     if (s->route == GW_ROUTE_QUERIES) {
-        if (!stage_authenticate_client(s)) {
-            return;
-        }
         s->hops[0] = 0; /* a client does not choose the hop list, the destination */
         s->dest[0] = 0; /* or for whom a query runs */
         s->contract[0] = 0;
@@ -553,6 +620,8 @@ void gw_request_record(gw_stream *s, uint32_t error_code)
     gw_server *srv = s->conn->w->srv;
     uint64_t lat = bg_now_us() - s->start_us;
     int status = s->responded ? s->status : 0;
+    gw_limits_firm_release(srv, s->limit_slot); /* the firm's request is no longer in flight */
+    s->limit_slot = NULL;
     record_refusal(s, status);
     gw_metrics_request(srv->metrics, s->route, status, lat, s->bytes_in, s->bytes_out);
     if (gw_accesslog_enabled(srv->alog)) {

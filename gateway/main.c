@@ -21,6 +21,7 @@
 #include "space/data.h"
 #include "space/pool.h"
 #include "conf/profile.h"
+#include "trust/firms.h"
 #include "trust/ledger.h"
 #include "trust/store.h"
 
@@ -178,8 +179,14 @@ static const char *reload_blocker(const conf_gateway *o, const conf_gateway *n)
     if (ol->max_body_bytes != nl->max_body_bytes || ol->max_hops != nl->max_hops ||
         ol->max_concurrent_streams != nl->max_concurrent_streams ||
         ol->max_connections != nl->max_connections ||
-        ol->stream_window_bytes != nl->stream_window_bytes) {
+        ol->stream_window_bytes != nl->stream_window_bytes || ol->firm_rps != nl->firm_rps ||
+        ol->firm_burst != nl->firm_burst || ol->firm_max_streams != nl->firm_max_streams ||
+        ol->apply_per_minute != nl->apply_per_minute) {
         return "limits";
+    }
+    if (!same_str(o->ca.cert, n->ca.cert) || !same_str(o->ca.key, n->ca.key) ||
+        o->ca.firm_cert_days != n->ca.firm_cert_days) {
+        return "ca";
     }
     if (!same_str(o->ledger_path, n->ledger_path) || !same_str(o->access_log, n->access_log) ||
         !same_str(o->log_level, n->log_level)) {
@@ -361,7 +368,8 @@ int main(int argc, char **argv)
             status = 0;
             goto out;
         }
-        if (gw_witness_new(&srv, &eb) != 0 || gw_receipts_start(&srv, &eb) != 0) {
+        if (gw_witness_new(&srv, &eb) != 0 || gw_firms_open(&srv, &eb) != 0 ||
+            gw_receipts_start(&srv, &eb) != 0) {
             fprintf(stderr, "baygate: %s\n", eb.msg);
             goto out;
         }
@@ -464,6 +472,7 @@ out_workers:
 out:
     gw_receipts_stop(&srv);
     gw_witness_free(&srv);
+    trust_firms_close(srv.firms);
     trust_ledger_close(srv.ledger);
     space_pool_free(srv.pool);
     space_db_free(srv.space);

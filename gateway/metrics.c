@@ -34,14 +34,16 @@ struct gw_metrics {
     atomic_uint_fast64_t bytes_in, bytes_out;
     atomic_int_fast64_t open_streams;
     atomic_int_fast64_t conns_in, conns_out;
+    atomic_uint_fast64_t rate_limited[GW_LIMIT_COUNT];
 };
 
 const char *gw_route_label(gw_route_id r)
 {
-    static const char *names[GW_ROUTE_COUNT] = {
+    static const char *const names[] = {
         "/healthz",      "/readyz",       "/metrics",          "/v1/queries",
         "/fed/v1/query", "/v1/contracts", "/fed/v1/contracts", "/v1/catalog", "/fed/v1/catalog",
-        "/v1/ledger", "/fed/v1/witness", "other"};
+        "/v1/ledger", "/fed/v1/witness", "/v1/firms", "/v1/crl", "other"};
+    _Static_assert(sizeof(names) / sizeof(names[0]) == GW_ROUTE_COUNT, "a label per route");
     return (unsigned)r < GW_ROUTE_COUNT ? names[r] : "other";
 }
 
@@ -112,6 +114,13 @@ void gw_metrics_request(gw_metrics *m, gw_route_id route, int status, uint64_t l
     atomic_fetch_add_explicit(&m->hist_sum_us[route], latency_us, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->bytes_in, bytes_in, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->bytes_out, bytes_out, memory_order_relaxed);
+}
+
+void gw_metrics_rate_limited(gw_metrics *m, gw_limit_kind k)
+{
+    if ((unsigned)k < GW_LIMIT_COUNT) {
+        atomic_fetch_add_explicit(&m->rate_limited[k], 1, memory_order_relaxed);
+    }
 }
 
 void gw_metrics_conn(gw_metrics *m, bool inbound, int delta)
@@ -212,5 +221,19 @@ int gw_metrics_render(gw_metrics *m, bg_buf *o)
                          (long long)LOAD(m->open_streams), (long long)LOAD(m->conns_in),
                          (long long)LOAD(m->conns_out), (unsigned long long)LOAD(m->bytes_in),
                          (unsigned long long)LOAD(m->bytes_out));
+    rv |= bg_buf_appendf(o, "# HELP baygate_rate_limited_total Requests refused with 429 "
+                            "rate_limited, by the limit hit.\n"
+                            "# TYPE baygate_rate_limited_total counter\n");
+    static const char *const kinds[GW_LIMIT_COUNT] = {
+        [GW_LIMIT_FIRM_RATE] = "firm_rps",
+        [GW_LIMIT_FIRM_STREAMS] = "firm_max_streams",
+        [GW_LIMIT_APPLY] = "apply_per_minute",
+    };
+    for (size_t k = 0; k < GW_LIMIT_COUNT; k++) {
+        if (kinds[k] != NULL) {
+            rv |= bg_buf_appendf(o, "baygate_rate_limited_total{limit=\"%s\"} %llu\n", kinds[k],
+                                 (unsigned long long)LOAD(m->rate_limited[k]));
+        }
+    }
     return rv != 0 ? BG_ERR_NOMEM : 0;
 }

@@ -133,7 +133,7 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
 static int submit_head(gw_stream *s, int status, const nghttp2_nv *extra, size_t nextra,
                        bool has_body)
 {
-    char st[4];
+    char st[4], retry[12];
     nghttp2_nv nva[16];
     size_t n = 0;
     if (s->responded || s->conn->h2 == NULL) {
@@ -156,6 +156,10 @@ static int submit_head(gw_stream *s, int status, const nghttp2_nv *extra, size_t
     }
     if (s->resp_route[0]) {
         nghttp2_nv nv = MAKE_NV("x-baygate-route", s->resp_route, strlen(s->resp_route));
+        nva[n++] = nv;
+    }
+    if (s->retry_after_s > 0) { /* RFC 9110 §10.2.3: delay-seconds */
+        nghttp2_nv nv = MAKE_NV("retry-after", retry, bg_fmt_u64(retry, s->retry_after_s));
         nva[n++] = nv;
     }
     for (size_t i = 0; i < nextra && n < sizeof(nva) / sizeof(nva[0]); i++) {
@@ -807,6 +811,18 @@ static void conn_connected(void *owner)
         return;
     }
     trust_identity_from_ssl(conn->io.ssl, &conn->id);
+    /* The verify callback refuses revoked certificates, but a resumed session skips it, and a
+     * revocation may have landed since: check the identity the connection will run as. */
+    if (conn->id.present && gw_identity_revoked(w->srv, conn->id.spiffe_id)) {
+        bg_log(BG_LOG_WARN,
+               "conn=%llu peer=%s msg=\"refused: certificate revoked\" identity=\"%s\" "
+               "serial=%s sha256=%s",
+               (unsigned long long)conn->conn_id, conn->addr, conn->id.spiffe_id,
+               conn->id.serial[0] ? conn->id.serial : "-", conn->id.fingerprint);
+        gw_conn_free(conn);
+        gw_worker_run_deferred(w);
+        return;
+    }
     bg_log(BG_LOG_INFO,
            "conn=%llu peer=%s msg=\"tls accepted\" identity=\"%s\" verified=%d "
            "subject=\"%s\" sha256=%s",
@@ -915,4 +931,31 @@ void gw_conn_goaway_all(gw_worker *w)
                               (const uint8_t *)"shutdown", 8);
         gw_conn_schedule_flush(c);
     }
+}
+
+size_t gw_conn_close_identity(gw_worker *w, const char *spiffe_id)
+{
+    size_t n = 0;
+    gw_conn *next;
+    for (gw_conn *c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        if (!c->id.present || strcmp(c->id.spiffe_id, spiffe_id) != 0 || c->closing) {
+            continue;
+        }
+        n++;
+        bg_log(BG_LOG_INFO, "conn=%llu peer=%s msg=\"closing: identity revoked\" identity=\"%s\"",
+               (unsigned long long)c->conn_id, c->addr, spiffe_id);
+        if (c->h2 != NULL) {
+            /* Tell the client why before the connection goes; what cannot be written at once
+             * is dropped with it. Its streams end with the connection (cancelled). */
+            const char *why = NULL;
+            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(c->h2),
+                                  NGHTTP2_NO_ERROR, (const uint8_t *)"certificate revoked", 19);
+            (void)gw_h2_send(c->h2, &c->io, &why);
+        }
+        c->closing = true; /* freed by the next flush, outside any of its callbacks */
+        gw_conn_schedule_flush(c);
+    }
+    return n;
 }

@@ -308,6 +308,10 @@ int gw_worker_init(gw_worker *w, gw_server *srv, unsigned idx, bg_errbuf *eb)
     memset(w, 0, sizeof(*w));
     w->srv = srv;
     w->idx = idx;
+    if (idx == 0 && srv->tls != NULL) {
+        /* before any worker thread handshakes: the hook is read without a lock */
+        trust_tls_set_revocation_check(srv->tls, gw_tls_revoked, srv);
+    }
     if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
         w->rng = (uint64_t)time(NULL) ^ ((uint64_t)idx << 32);
     }
@@ -419,6 +423,11 @@ void gw_worker_dispose(gw_worker *w)
         event_del(&w->grace_ev);
         event_base_free(w->base);
         w->base = NULL;
+    }
+    if (w->srv != NULL && w->idx + 1 == w->srv->nworkers) {
+        /* the last worker: every thread that could use the process-wide tables has stopped */
+        gw_limits_dispose(w->srv);
+        gw_authz_dispose(w->srv);
     }
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -20,6 +21,9 @@
 struct trust_tls {
     SSL_CTX *server;
     SSL_CTX *client;
+    /* set once before use (trust_tls_set_revocation_check()), then read-only */
+    bool (*revoked)(void *arg, const char *spiffe_id, const char *serial_hex);
+    void *revoked_arg;
 };
 
 /* Chains are leaf + city CA; a little room for an intermediate, no more. */
@@ -172,6 +176,33 @@ static int on_client_hello(SSL *ssl, int *al, void *arg)
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
+static void find_spiffe_san(X509 *cert, char *id, size_t cap);
+static void serial_hex(X509 *cert, char *out, size_t cap);
+
+/* Called by OpenSSL for each certificate of a client's chain as it is verified (server side),
+ * with |ok| the verdict so far. The leaf (depth 0) of a chain that verified is also put to the
+ * revocation check; a revoked one fails with X509_V_ERR_CERT_REVOKED, ending the handshake. */
+static int on_verify(int ok, X509_STORE_CTX *xs)
+{
+    if (!ok || X509_STORE_CTX_get_error_depth(xs) != 0) {
+        return ok;
+    }
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    trust_tls *t = ssl != NULL ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    X509 *leaf = X509_STORE_CTX_get_current_cert(xs);
+    if (t == NULL || t->revoked == NULL || leaf == NULL) {
+        return ok;
+    }
+    char id[256], serial[65];
+    find_spiffe_san(leaf, id, sizeof(id));
+    serial_hex(leaf, serial, sizeof(serial));
+    if (t->revoked(t->revoked_arg, id, serial)) {
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REVOKED);
+        return 0;
+    }
+    return ok;
+}
+
 static int ctx_common(SSL_CTX *ctx, const char *side, bg_errbuf *eb)
 {
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
@@ -208,7 +239,7 @@ static int server_ctx_new(SSL_CTX **out, const conf_tls *cfg, bg_errbuf *eb)
     /* Request a client certificate and verify it when presented, but do not require one:
      * /healthz stays open and the gateway enforces identity per route. A presented
      * certificate that fails verification (unknown CA, expired) aborts the handshake. */
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, on_verify);
     if (SSL_CTX_set_session_id_context(ctx, session_id_ctx, sizeof(session_id_ctx) - 1) != 1) {
         rc = file_err(eb, BG_ERR_TLS, "tls", "cannot set session id context");
         goto fail_free;
@@ -268,6 +299,7 @@ int trust_tls_new(trust_tls **out, const conf_tls *cfg, bg_errbuf *eb)
     if ((rc = client_ctx_new(&t->client, cfg, eb)) != 0) {
         goto fail_server;
     }
+    SSL_CTX_set_app_data(t->server, t); /* for on_verify() */
     *out = t;
     return 0;
 
@@ -286,6 +318,15 @@ void trust_tls_free(trust_tls *t)
     SSL_CTX_free(t->client);
     SSL_CTX_free(t->server);
     free(t);
+}
+
+void trust_tls_set_revocation_check(trust_tls *t,
+                                    bool (*revoked)(void *arg, const char *spiffe_id,
+                                                    const char *serial_hex),
+                                    void *arg)
+{
+    t->revoked = revoked;
+    t->revoked_arg = arg;
 }
 
 struct ssl_st *trust_tls_server_ssl(trust_tls *t)
@@ -446,6 +487,24 @@ static void find_spiffe_san(X509 *cert, char *id, size_t cap)
     GENERAL_NAMES_free(names);
 }
 
+/* |cert|'s serial number as lowercase hex into |out|; "" when it does not fit or on error. */
+static void serial_hex(X509 *cert, char *out, size_t cap)
+{
+    out[0] = '\0';
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    if (hex != NULL && strlen(hex) < cap) {
+        for (size_t i = 0; hex[i] != '\0'; i++) {
+            char c = hex[i];
+            out[i] = c >= 'A' && c <= 'F' ? (char)(c - 'A' + 'a') : c;
+        }
+        out[strlen(hex)] = '\0';
+    }
+    OPENSSL_free(hex);
+    BN_free(bn);
+    ERR_clear_error();
+}
+
 int trust_identity_from_ssl(struct ssl_st *ssl, trust_identity *out)
 {
     memset(out, 0, sizeof(*out));
@@ -457,6 +516,7 @@ int trust_identity_from_ssl(struct ssl_st *ssl, trust_identity *out)
     out->verified = SSL_get_verify_result(ssl) == X509_V_OK;
 
     find_spiffe_san(cert, out->spiffe_id, sizeof(out->spiffe_id));
+    serial_hex(cert, out->serial, sizeof(out->serial));
     if (out->spiffe_id[0] != '\0' &&
         trust_spiffe_parse(out->spiffe_id, out->city, sizeof(out->city), out->role,
                            sizeof(out->role)) != 0) {

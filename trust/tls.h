@@ -1,7 +1,8 @@
 /* trust/tls.h: TLS 1.3 contexts for the gateway's listeners and its outbound peer sessions,
  * and the identity (SPIFFE URI SAN) of the party at the other end. OpenSSL stays behind this
  * header: callers get `struct ssl_st *` only to hand to libevent. Not for: deciding what an
- * identity may do (gateway's authenticate stage and, later, trust/authz). */
+ * identity may do (gateway/authz.c), or which identities are revoked (the gateway says, through
+ * trust_tls_set_revocation_check()). */
 #ifndef TRUST_TLS_H
 #define TRUST_TLS_H
 #include <stdbool.h>
@@ -24,6 +25,19 @@ typedef struct trust_tls trust_tls;
 int trust_tls_new(trust_tls **out, const conf_tls *cfg, bg_errbuf *eb);
 void trust_tls_free(trust_tls *t); /* NULL is a no-op */
 
+/* Installs the revocation check of the listener side: during every handshake in which a client
+ * presents a certificate that chains to the bundle, |revoked| is called with its SPIFFE id
+ * ("" when it has none) and serial number (lowercase hex, "" when unreadable); true fails the
+ * handshake with X509_V_ERR_CERT_REVOKED (the client gets a certificate_revoked alert; the
+ * server's SSL_get_verify_result() says so). |revoked| runs on the handshaking thread, any of
+ * them, and must be thread-safe; it may log. NULL removes the check. Call it before the
+ * contexts are used from other threads. Resumed sessions do not re-run it: the caller checks
+ * the identity of a finished handshake too. */
+void trust_tls_set_revocation_check(trust_tls *t,
+                                    bool (*revoked)(void *arg, const char *spiffe_id,
+                                                    const char *serial_hex),
+                                    void *arg);
+
 /* A new SSL for an accepted connection; caller owns it (usually hands it to a bufferevent
  * with BEV_OPT_CLOSE_ON_FREE). NULL on allocation failure. */
 struct ssl_st *trust_tls_server_ssl(trust_tls *t);
@@ -43,6 +57,7 @@ typedef struct trust_identity {
     char role[32];        /* first path segment: "gateway", "firm", "regulator", "admin" */
     char subject[256];    /* one-line subject DN, for logs */
     char fingerprint[65]; /* SHA-256 of the DER certificate, lowercase hex */
+    char serial[65];      /* its serial number, lowercase hex ("" if it does not fit) */
 } trust_identity;
 
 /* Fills |out| from |ssl|'s peer certificate; when none was presented, present = false and

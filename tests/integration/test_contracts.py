@@ -106,7 +106,7 @@ def main(t):
     t.check(r.status == 200 and cid in [x.get("id") for x in (r.json() or {}).get("contracts", [])],
             "GET /v1/contracts lists it", r)
     r = gz.get("/v1/contracts/" + cid, cert=gz.client("regulator"))
-    t.check(r.status == 404, "another identity does not see it (404)", r)
+    t.check(r.status == 403, "a regulator does not read contracts here (403)", r)
     r = propose(gz, ask)
     t.check(r.status == 200 and (r.json() or {}).get("id") == cid,
             "repeating the proposal is idempotent: 200 with the same contract", r)
@@ -169,8 +169,8 @@ def main(t):
             "dataset outside the contract: 403 contract_scope", r)
     r = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": cid},
           role="regulator")
-    t.check(r.status == 403 and r.error_code() == "contract_forbidden",
-            "someone else's contract: 403 contract_forbidden", r)
+    t.check(r.status == 403 and r.error_code() == "forbidden",
+            "a regulator cannot query, even under someone's contract: 403 forbidden", r)
     r = q({"dataset": "guangzhou/cerebral-infarction", "operation": "count"})
     t.check(r.status == 200 and (r.json() or {}).get("result", {}).get("count") == gz.space_rows,
             "own-city data needs no cross-border contract", r)

@@ -462,6 +462,100 @@ static void test_trust_tls_handshake_no_client_cert_allowed(void **state)
     trust_tls_free(srv);
 }
 
+/* The revocation hook: what it was asked, and which SPIFFE id it refuses. */
+typedef struct revocation_probe {
+    const char *refuse;
+    int calls;
+    char spiffe_id[256];
+    char serial[65];
+} revocation_probe;
+
+static bool probe_revoked(void *arg, const char *spiffe_id, const char *serial_hex)
+{
+    revocation_probe *p = arg;
+    p->calls++;
+    snprintf(p->spiffe_id, sizeof(p->spiffe_id), "%s", spiffe_id);
+    snprintf(p->serial, sizeof(p->serial), "%s", serial_hex);
+    return p->refuse != NULL && strcmp(spiffe_id, p->refuse) == 0;
+}
+
+/* A certificate the hook calls revoked fails the handshake; others, and clients without a
+ * certificate, are not affected; the hook sees the leaf's SPIFFE id and serial. */
+static void test_trust_tls_handshake_revoked_fails(void **state)
+{
+    (void)state;
+    trust_tls *srv = tls_new_ok(F_GW_CRT, F_GW_KEY);
+    trust_tls *firm = tls_new_ok(F_FIRM_CRT, F_FIRM_KEY);
+    revocation_probe p = {.refuse = NULL};
+    trust_tls_set_revocation_check(srv, probe_revoked, &p);
+
+    /* not revoked: the hook is asked about the leaf, and lets it through */
+    SSL *s = trust_tls_server_ssl(srv);
+    SSL *c = trust_tls_client_ssl(firm, NULL);
+    connect_pair(s, c);
+    hs_result r = handshake(s, c);
+    assert_int_equal(r.server_rc, 1);
+    assert_true(p.calls >= 1);
+    assert_string_equal(p.spiffe_id, "spiffe://guangzhou.gba/firm/acme");
+    trust_identity id;
+    assert_int_equal(trust_identity_from_ssl(s, &id), 0);
+    assert_true(strlen(id.serial) > 0);
+    assert_int_equal(strspn(id.serial, "0123456789abcdef"), strlen(id.serial));
+    assert_string_equal(p.serial, id.serial);
+    SSL_free(s);
+    SSL_free(c);
+
+    /* revoked: the handshake fails, and says why */
+    p.refuse = "spiffe://guangzhou.gba/firm/acme";
+    p.calls = 0;
+    s = trust_tls_server_ssl(srv);
+    c = trust_tls_client_ssl(firm, NULL);
+    connect_pair(s, c);
+    r = handshake(s, c);
+    assert_int_not_equal(r.server_rc, 1);
+    assert_true(p.calls >= 1);
+    assert_int_equal(SSL_get_verify_result(s), X509_V_ERR_CERT_REVOKED);
+    SSL_free(s);
+    SSL_free(c);
+
+    /* another identity passes */
+    s = trust_tls_server_ssl(srv);
+    c = trust_tls_client_ssl(srv, NULL); /* the gateway's own certificate */
+    connect_pair(s, c);
+    r = handshake(s, c);
+    assert_int_equal(r.server_rc, 1);
+    assert_int_equal(r.client_rc, 1);
+    assert_string_equal(p.spiffe_id, "spiffe://guangzhou.gba/gateway");
+    SSL_free(s);
+    SSL_free(c);
+
+    /* no certificate: nothing to ask about */
+    static const unsigned char h2[] = {2, 'h', '2'};
+    SSL_CTX *cctx = NULL;
+    p.calls = 0;
+    c = bare_client(&cctx, h2, sizeof(h2));
+    s = trust_tls_server_ssl(srv);
+    connect_pair(s, c);
+    r = handshake(s, c);
+    assert_int_equal(r.server_rc, 1);
+    assert_int_equal(p.calls, 0);
+    SSL_free(s);
+    SSL_free(c);
+    SSL_CTX_free(cctx);
+
+    /* the hook removed: the firm is back */
+    trust_tls_set_revocation_check(srv, NULL, NULL);
+    s = trust_tls_server_ssl(srv);
+    c = trust_tls_client_ssl(firm, NULL);
+    connect_pair(s, c);
+    r = handshake(s, c);
+    assert_int_equal(r.server_rc, 1);
+    SSL_free(s);
+    SSL_free(c);
+    trust_tls_free(firm);
+    trust_tls_free(srv);
+}
+
 static void test_trust_tls_handshake_alpn_http11_fails(void **state)
 {
     (void)state;
@@ -644,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_trust_tls_handshake_client_expired_fails),
         cmocka_unit_test(test_trust_tls_handshake_server_other_ca_fails),
         cmocka_unit_test(test_trust_tls_handshake_no_client_cert_allowed),
+        cmocka_unit_test(test_trust_tls_handshake_revoked_fails),
         cmocka_unit_test(test_trust_tls_handshake_alpn_http11_fails),
         cmocka_unit_test(test_trust_tls_handshake_no_alpn_fails),
         cmocka_unit_test(test_trust_tls_handshake_tls12_client_fails),
