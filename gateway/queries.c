@@ -694,7 +694,7 @@ struct qrun {
     const space_schema *schema;
     char dataset[200];
     bool pattern;
-    qleg legs[QUERY_MAX_LEGS];
+    qleg *legs; /* nlegs of them, allocated by plan() */
     size_t nlegs, pending;
     bool masked;       /* quantiles over several cities: fine grids under secure aggregation */
     bool fetching;     /* masked: collecting the cities' certificates first */
@@ -735,6 +735,7 @@ static void qrun_free(void *p)
         space_result_dispose(&l->result);
         free(l->cert);
     }
+    free(run->legs);
     free(run->body);
     free(run);
 }
@@ -1147,6 +1148,10 @@ static bool plan(qrun *run, json_t *root)
         if (cid == NULL && contracts != NULL) {
             cid = json_string_value(json_object_get(contracts, city));
         }
+        if ((run->legs = calloc(1, sizeof(qleg))) == NULL) {
+            gw_stream_error(s, 500, "internal", "out of memory");
+            return false;
+        }
         bg_strlcpy(run->legs[0].city, city, sizeof(run->legs[0].city));
         bg_strlcpy(run->legs[0].leg.contract, cid != NULL ? cid : "",
                    sizeof(run->legs[0].leg.contract));
@@ -1158,14 +1163,18 @@ static bool plan(qrun *run, json_t *root)
                         "\"contracts\": {\"<city>\": \"<id>\", ...}", run->q.dataset);
         return false;
     }
+    if (json_object_size(contracts) > QUERY_MAX_LEGS) {
+        gw_stream_error(s, 400, "bad_request", "at most %d cities per query", QUERY_MAX_LEGS);
+        return false;
+    }
+    if ((run->legs = calloc(json_object_size(contracts), sizeof(qleg))) == NULL) {
+        gw_stream_error(s, 500, "internal", "out of memory");
+        return false;
+    }
     const char *city;
     json_t *v;
     json_object_foreach(contracts, city, v)
     {
-        if (run->nlegs == QUERY_MAX_LEGS) {
-            gw_stream_error(s, 400, "bad_request", "at most %d cities per query", QUERY_MAX_LEGS);
-            return false;
-        }
         if (!json_is_string(v) || strlen(city) >= 64 || !bg_city_id_valid(city, strlen(city))) {
             gw_stream_error(s, 400, "bad_request", "\"contracts\".%.60s must be a contract id "
                             "under a city id", city);
@@ -1538,6 +1547,7 @@ bool gw_queries_client(gw_stream *s)
     bool ok = plan(run, root);
     json_decref(root);
     if (!ok) {
+        free(run->legs);
         free(run);
         return true;
     }

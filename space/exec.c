@@ -270,7 +270,7 @@ static int compile_filter(const space_table *t, const space_filter *fl, cond *c,
     if (fl->nvals == 0 || fl->nvals > SPACE_MAX_IN || (fl->cmp != SPACE_CMP_IN && fl->nvals != 1)) {
         return bg_errf(eb, BG_ERR_INVAL, "filter on \"%s\": \"%s\" takes %s (got %zu)", f->name,
                        space_cmp_name(fl->cmp),
-                       fl->cmp == SPACE_CMP_IN ? "1 to 32 values" : "one value", fl->nvals);
+                       fl->cmp == SPACE_CMP_IN ? "1 to 16 values" : "one value", fl->nvals);
     }
     if (f->type == SPACE_FIELD_CATEGORICAL) {
         if (!fl->is_cat) {

@@ -199,7 +199,7 @@ static int check_filter(const space_query *q, size_t i, const space_schema *s, b
     }
     if (fl->nvals == 0 || fl->nvals > SPACE_MAX_IN || (fl->cmp != SPACE_CMP_IN && fl->nvals != 1)) {
         return bg_errf(eb, BG_ERR_INVAL, "%s: \"%s\" takes %s", where, space_cmp_name(fl->cmp),
-                       fl->cmp == SPACE_CMP_IN ? "1 to 32 values" : "one value");
+                       fl->cmp == SPACE_CMP_IN ? "1 to 16 values" : "one value");
     }
     if (f->type == SPACE_FIELD_CATEGORICAL) {
         if (!fl->is_cat) {

@@ -14,8 +14,8 @@
 #include "base/err.h"
 
 #define SPACE_NAME_MAX 64    /* field, dataset and category names, NUL included */
-#define SPACE_MAX_FILTERS 16
-#define SPACE_MAX_IN 32      /* values of one `in` filter */
+#define SPACE_MAX_FILTERS 8
+#define SPACE_MAX_IN 16      /* values of one `in` filter */
 #define SPACE_MAX_EDGES 64   /* histogram edges (so at most 63 inner bins + under/overflow) */
 #define SPACE_MAX_PROBS 32
 #define SPACE_MAX_GROUP_BY 2
