@@ -38,6 +38,7 @@
 
 #include "base/bytes.h"
 #include "base/err.h"
+#include "trust/b64.h"
 #include "trust/ledger.h"
 
 #define HASH TRUST_LEDGER_HASH_LEN
@@ -82,67 +83,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- base64 (RFC 4648 section 4, padded, strict) ------------------------------------------- */
-
-static int b64_val(char c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Decodes the |n| characters at |s| into |out| (room for |cap|), |*outlen| bytes. False when
- * they are not canonical padded base64 or do not fit: a hash or receipt has one spelling. */
-static bool b64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t *outlen)
-{
-    if (n % 4 != 0) {
-        return false;
-    }
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4];
-        size_t pad = 0;
-        for (size_t k = 0; k < 4; k++) {
-            if (s[i + k] == '=') {
-                if (i + 4 != n || k < 2) {
-                    return false;
-                }
-                pad++;
-                v[k] = 0;
-                continue;
-            }
-            if (pad > 0 || (v[k] = b64_val(s[i + k])) < 0) {
-                return false;
-            }
-        }
-        if ((pad == 1 && (v[2] & 3) != 0) || (pad == 2 && (v[1] & 15) != 0)) {
-            return false; /* bits beyond the data must be zero */
-        }
-        uint32_t w =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        size_t nb = 3 - pad;
-        if (o + nb > cap) {
-            return false;
-        }
-        out[o++] = (uint8_t)(w >> 16);
-        if (nb > 1) {
-            out[o++] = (uint8_t)(w >> 8);
-        }
-        if (nb > 2) {
-            out[o++] = (uint8_t)w;
-        }
-    }
-    *outlen = o;
-    return true;
-}
-
 /* A hash as base64 into |out|. */
 static const char *b64_hash(const uint8_t h[HASH], char out[B64_HASH_LEN])
 {
@@ -156,7 +96,7 @@ static bool json_hash(const json_t *j, uint8_t out[HASH])
     const char *s = json_string_value(j);
     size_t n = 0;
     uint8_t tmp[HASH + 3];
-    if (s == NULL || !b64_decode(s, strlen(s), tmp, sizeof(tmp), &n) || n != HASH) {
+    if (s == NULL || !trust_b64_decode(s, strlen(s), tmp, sizeof(tmp), &n) || n != HASH) {
         return false;
     }
     memcpy(out, tmp, HASH);
@@ -276,7 +216,7 @@ static bool checkpoint_check(const uint8_t *note, size_t len, const char *vkey,
         uint8_t sig[128];
         size_t sl = 0;
         if (ll <= pl || memcmp(line, sig_prefix, pl) != 0 || sp == NULL ||
-            !b64_decode((const char *)sp + 1, (size_t)(eol - sp - 1), sig, sizeof(sig), &sl) ||
+            !trust_b64_decode((const char *)sp + 1, (size_t)(eol - sp - 1), sig, sizeof(sig), &sl) ||
             sl < 5) {
             snprintf(why, cap,
                      "malformed checkpoint: a signature line is not \"\xe2\x80\x94 "
@@ -412,7 +352,7 @@ static int verify_receipt(const char *path, const trust_ledger_checkpoint *cp)
                          path);
         goto done;
     }
-    if (!b64_decode(rb64, strlen(rb64), bytes, TRUST_RECEIPT_MAX_BYTES, &blen) || blen == 0) {
+    if (!trust_b64_decode(rb64, strlen(rb64), bytes, TRUST_RECEIPT_MAX_BYTES, &blen) || blen == 0) {
         rc = verify_fail("malformed base64", "%s: receipt_b64 is not base64 of at most %d bytes",
                          path, TRUST_RECEIPT_MAX_BYTES);
         goto done;
@@ -554,7 +494,7 @@ static bool witness_key(const char *vkey, char *out, size_t cap)
     const char *p2 = p1 != NULL ? strchr(p1 + 1, '+') : NULL;
     uint8_t raw[48];
     size_t rawlen = 0;
-    if (p2 == NULL || !b64_decode(p2 + 1, strlen(p2 + 1), raw, sizeof(raw), &rawlen) ||
+    if (p2 == NULL || !trust_b64_decode(p2 + 1, strlen(p2 + 1), raw, sizeof(raw), &rawlen) ||
         rawlen != 33) {
         return false;
     }
@@ -1340,7 +1280,7 @@ static int add_line(rc_ledger *L, const char *s, size_t len, size_t lineno, uint
                 o == NULL ? je.text : "no receipt_b64");
         goto done;
     }
-    if (!b64_decode(b64, strlen(b64), bytes, TRUST_RECEIPT_MAX_BYTES, &blen) || blen == 0) {
+    if (!trust_b64_decode(b64, strlen(b64), bytes, TRUST_RECEIPT_MAX_BYTES, &blen) || blen == 0) {
         problem(L, "line %zu of the export: receipt_b64 is not base64 of a receipt", lineno);
         goto done;
     }

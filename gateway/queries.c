@@ -26,6 +26,7 @@
 #include "space/json.h"
 #include "space/pool.h"
 #include "space/wire.h"
+#include "trust/b64.h"
 #include "trust/disclosure.h"
 #include "trust/secagg.h"
 #include "trust/store.h"
@@ -1394,19 +1395,11 @@ static void cert_finish(qleg *l, int status, const char *code, const char *msg,
     size_t n = b64 != NULL ? strlen(b64) : 0;
     if (status == 0) {
         leg_refuse(l, 502, code != NULL ? code : "bad_gateway", "%s", msg != NULL ? msg : "");
-    } else if (n == 0 || n % 4 != 0 || n > 4 * 16384 / 3 + 4 ||
-               (l->cert = malloc(n / 4 * 3)) == NULL) {
+    } else if (n == 0 || n > 4 * 16384 / 3 + 4 || (l->cert = malloc(n / 4 * 3 + 3)) == NULL ||
+               !trust_b64_decode(b64, n, l->cert, n / 4 * 3 + 3, &l->cert_len)) {
+        free(l->cert);
+        l->cert = NULL;
         leg_refuse(l, 502, "bad_gateway", "%s sent no usable gateway certificate", l->city);
-    } else {
-        int dl = EVP_DecodeBlock(l->cert, (const unsigned char *)b64, (int)n);
-        size_t pad = (size_t)(b64[n - 1] == '=') + (size_t)(n > 1 && b64[n - 2] == '=');
-        if (dl < 0 || (size_t)dl < pad) {
-            free(l->cert);
-            l->cert = NULL;
-            leg_refuse(l, 502, "bad_gateway", "%s sent a malformed gateway certificate", l->city);
-        } else {
-            l->cert_len = (size_t)dl - pad;
-        }
     }
     json_decref(j);
     if (--run->pending == 0) {

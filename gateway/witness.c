@@ -23,6 +23,7 @@
 #include <openssl/evp.h>
 
 #include "base/log.h"
+#include "trust/b64.h"
 #include "trust/ledger.h"
 
 #define WITNESS_PEERS_MAX 64
@@ -221,21 +222,6 @@ static void split_view(gw_witness *wt, witness_peer *p, const char *why, const b
            p->city, why, path, p->city);
 }
 
-static int b64dec(const char *s, uint8_t *out, size_t cap, size_t *n)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len % 4 != 0 || len / 4 * 3 > cap) {
-        return BG_ERR_INVAL;
-    }
-    int d = EVP_DecodeBlock(out, (const unsigned char *)s, (int)len);
-    if (d < 0) {
-        return BG_ERR_INVAL;
-    }
-    size_t pad = (size_t)(s[len - 1] == '=') + (size_t)(s[len - 2] == '=');
-    *n = (size_t)d - pad;
-    return 0;
-}
-
 void gw_witness_fed(gw_stream *s)
 {
     gw_server *srv = s->conn->w->srv;
@@ -307,7 +293,8 @@ void gw_witness_fed(gw_stream *s)
         for (size_t i = 0; proof_ok && i < json_array_size(hashes); i++) {
             const char *h = json_string_value(json_array_get(hashes, i));
             size_t n = 0;
-            proof_ok = h != NULL && b64dec(h, ph[np], TRUST_LEDGER_HASH_LEN + 2, &n) == 0 &&
+            proof_ok = h != NULL &&
+                       trust_b64_decode(h, strlen(h), ph[np], TRUST_LEDGER_HASH_LEN, &n) &&
                        n == TRUST_LEDGER_HASH_LEN;
             np++;
         }

@@ -6,6 +6,8 @@
  * protobuf-c messages of receipt.proto are used only here. */
 #include "trust/ledger.h"
 
+#include "trust/b64.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -173,102 +175,7 @@ static bool text_ok(const char *s, size_t n)
     return utf8_check((const unsigned char *)s, n, false);
 }
 
-/* ---- Base64 (RFC 4648 section 4, padded) and hex ------------------------------------------- */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int b64_append(bg_buf *out, const uint8_t *p, size_t n)
-{
-    char quad[4];
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        size_t left = n - i;
-        if (left > 1) {
-            v |= (uint32_t)p[i + 1] << 8;
-        }
-        if (left > 2) {
-            v |= p[i + 2];
-        }
-        quad[0] = b64_alphabet[(v >> 18) & 63];
-        quad[1] = b64_alphabet[(v >> 12) & 63];
-        quad[2] = '=';
-        quad[3] = '=';
-        if (left > 1) {
-            quad[2] = b64_alphabet[(v >> 6) & 63];
-        }
-        if (left > 2) {
-            quad[3] = b64_alphabet[v & 63];
-        }
-        int rc = bg_buf_append(out, quad, 4);
-        if (rc != 0) {
-            return rc;
-        }
-    }
-    return 0;
-}
-
-static int b64_value(uint8_t c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Decodes padded base64 of |n| chars at |s| into |out| (room for |cap|), length in |*outlen|.
- * Strict: padding only at the end, unused bits zero, so every byte string has one spelling.
- * Returns false on any malformation or when it does not fit. */
-static bool b64_decode(const uint8_t *s, size_t n, uint8_t *out, size_t cap, size_t *outlen)
-{
-    if (n == 0 || n % 4 != 0) {
-        return false;
-    }
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        bool last = i + 4 == n;
-        int v[4];
-        size_t pad = 0;
-        for (size_t k = 0; k < 4; k++) {
-            if (last && s[i + k] == '=' && k >= 2) {
-                v[k] = 0;
-                pad++;
-                continue;
-            }
-            if (pad > 0) {
-                return false; /* data after padding */
-            }
-            v[k] = b64_value(s[i + k]);
-            if (v[k] < 0) {
-                return false;
-            }
-        }
-        uint32_t w =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        if ((pad == 1 && (w & 0xff) != 0) || (pad == 2 && (w & 0xffff) != 0)) {
-            return false; /* non-zero unused bits: a second spelling */
-        }
-        size_t nb = 3 - pad;
-        if (cap - o < nb) {
-            return false;
-        }
-        out[o++] = (uint8_t)(w >> 16);
-        if (nb > 1) {
-            out[o++] = (uint8_t)(w >> 8);
-        }
-        if (nb > 2) {
-            out[o++] = (uint8_t)w;
-        }
-    }
-    *outlen = o;
-    return true;
-}
+/* ---- hex ---------------------------------------------------------------------------------- */
 
 static int hex_value(char c)
 {
@@ -2024,7 +1931,7 @@ static int vkey_parse(const char *s, vkey *k)
     const char *b64 = hex + 9;
     uint8_t raw[1 + ED25519_LEN + 3];
     size_t rawlen;
-    if (!b64_decode((const uint8_t *)b64, strlen(b64), raw, sizeof(raw), &rawlen) ||
+    if (!trust_b64_decode(b64, strlen(b64), raw, sizeof(raw), &rawlen) ||
         rawlen != 1 + ED25519_LEN || raw[0] != SIG_TYPE_ED25519) {
         return BG_ERR_INVAL; /* another signature type, or not a key */
     }
@@ -2099,7 +2006,7 @@ int trust_ledger_note_verify(const uint8_t *note, size_t len, const char *vkey_s
         const uint8_t *b64 = sp + 1;
         size_t bl = (size_t)(eol - b64);
         size_t dl;
-        if (!b64_decode(b64, bl, dec, len, &dl) || dl < 5) {
+        if (!trust_b64_decode((const char *)b64, bl, dec, len, &dl) || dl < 5) {
             goto done; /* a malformed line makes the note malformed, known key or not */
         }
         if (nl != k.name_len || memcmp(name, k.name, nl) != 0 || memcmp(dec, k.id, 4) != 0) {
@@ -2164,7 +2071,7 @@ int trust_ledger_checkpoint_parse(const uint8_t *text, size_t len, trust_ledger_
         } else if (line == 2) {
             uint8_t root[HASH + 3];
             size_t rl;
-            if (!b64_decode(s, n, root, sizeof(root), &rl) || rl != HASH) {
+            if (!trust_b64_decode((const char *)s, n, root, sizeof(root), &rl) || rl != HASH) {
                 return BG_ERR_INVAL;
             }
             memcpy(c.root, root, HASH);
@@ -2213,7 +2120,7 @@ static int vkey_append(trust_ledger *l, const char *origin, bg_buf *out)
     size_t mark = out->len;
     rc = bg_buf_appendf(out, "%s+%02x%02x%02x%02x+", origin, id[0], id[1], id[2], id[3]);
     if (rc == 0) {
-        rc = b64_append(out, raw, sizeof(raw));
+        rc = trust_b64_append(out, raw, sizeof(raw));
     }
     if (rc != 0) {
         out->len = mark; /* unchanged on failure */
@@ -2239,7 +2146,7 @@ static int note_build(trust_ledger *l, const char *origin, uint64_t size, const 
     bg_fmt_u64(num, size);
     int rc = bg_buf_appendf(note, "%s\n%s\n", origin, num);
     if (rc == 0) {
-        rc = b64_append(note, root, HASH);
+        rc = trust_b64_append(note, root, HASH);
     }
     if (rc == 0) {
         rc = bg_buf_append(note, "\n", 1);
@@ -2266,7 +2173,7 @@ static int note_build(trust_ledger *l, const char *origin, uint64_t size, const 
     if ((rc = bg_buf_append(note, "\n", 1)) != 0 ||
         (rc = bg_buf_append(note, sig_prefix, sizeof(sig_prefix))) != 0 ||
         (rc = bg_buf_appendf(note, "%s ", origin)) != 0 ||
-        (rc = b64_append(note, blob, sizeof(blob))) != 0) {
+        (rc = trust_b64_append(note, blob, sizeof(blob))) != 0) {
         return rc;
     }
     return bg_buf_append(note, "\n", 1);
@@ -2639,7 +2546,7 @@ int trust_ledger_witness_key(trust_ledger *l, const char *name, bg_buf *out)
     size_t mark = out->len;
     rc = bg_buf_appendf(out, "%s+%02x%02x%02x%02x+", name, id[0], id[1], id[2], id[3]);
     if (rc == 0) {
-        rc = b64_append(out, raw, sizeof(raw));
+        rc = trust_b64_append(out, raw, sizeof(raw));
     }
     if (rc != 0) {
         out->len = mark;
@@ -2681,7 +2588,7 @@ int trust_ledger_cosign(trust_ledger *l, const char *name, const uint8_t *text, 
     size_t mark = line->len;
     if ((rc = bg_buf_append(line, sig_prefix, sizeof(sig_prefix))) != 0 ||
         (rc = bg_buf_appendf(line, "%s ", name)) != 0 ||
-        (rc = b64_append(line, blob, sizeof(blob))) != 0 ||
+        (rc = trust_b64_append(line, blob, sizeof(blob))) != 0 ||
         (rc = bg_buf_append(line, "\n", 1)) != 0) {
         line->len = mark;
     }
@@ -2702,7 +2609,7 @@ int trust_ledger_cosign_verify(const uint8_t *text, size_t len, const char *line
     name[p1 - witness_vkey] = 0;
     uint8_t raw[64];
     size_t rawlen = 0;
-    if (!b64_decode((const uint8_t *)p2 + 1, strlen(p2 + 1), raw, sizeof(raw), &rawlen) ||
+    if (!trust_b64_decode((const char *)p2 + 1, strlen(p2 + 1), raw, sizeof(raw), &rawlen) ||
         rawlen != 1 + ED25519_LEN || raw[0] != SIG_TYPE_COSIGNATURE) {
         return BG_ERR_INVAL;
     }
@@ -2721,7 +2628,7 @@ int trust_ledger_cosign_verify(const uint8_t *text, size_t len, const char *line
     }
     uint8_t blob[4 + 8 + ED25519_SIG_LEN + 4];
     size_t bl = 0;
-    if (!b64_decode((const uint8_t *)line + pl + nl + 1, ll - pl - nl - 1, blob, sizeof(blob),
+    if (!trust_b64_decode((const char *)line + pl + nl + 1, ll - pl - nl - 1, blob, sizeof(blob),
                     &bl) ||
         bl != 4 + 8 + ED25519_SIG_LEN || memcmp(blob, id, 4) != 0) {
         return BG_ERR_SIGNATURE;
