@@ -25,8 +25,8 @@ int trust_b64_append(bg_buf *out, const uint8_t *p, size_t n)
 
 static bool b64_char(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 bool trust_b64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t *outlen)

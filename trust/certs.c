@@ -2,6 +2,7 @@
  * city CAs (name-constrained to their own trust domain) and leaf certificates with SPIFFE URI
  * SANs. Not for: production PKI (no CRLs, no OCSP, no HSM); cities may bring their own CAs. */
 #include "trust/certs.h"
+#include "trust/certs_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -84,14 +85,13 @@ static int set_cn(X509_NAME *name, const char *cn)
     if (n > CN_MAX) {
         n = CN_MAX;
     }
-    return X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn,
-                                      (int)n, -1, 0) == 1
+    return X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, (int)n,
+                                      -1, 0) == 1
                ? 0
                : -1;
 }
 
-/* Adds an extension from OpenSSL's config syntax; only for fixed, validated values. */
-static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+int trust_certs_add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 {
     X509V3_CTX ctx;
     X509V3_set_ctx_nodb(&ctx);
@@ -156,8 +156,7 @@ static int add_san(X509 *cert, const char *uri, bool server)
                    push_name(names, GEN_IPADD, "::1") != 0)) {
         goto out;
     }
-    rc = X509_add1_ext_i2d(cert, NID_subject_alt_name, names, 0, X509V3_ADD_REPLACE) == 1 ? 0
-                                                                                           : -1;
+    rc = X509_add1_ext_i2d(cert, NID_subject_alt_name, names, 0, X509V3_ADD_REPLACE) == 1 ? 0 : -1;
 out:
     GENERAL_NAMES_free(names);
     return rc;
@@ -277,11 +276,12 @@ int trust_certs_ca_new(const char *city, int days, const char *crt_path, const c
     char nc[128];
     snprintf(nc, sizeof(nc), "critical,permitted;URI:%s.gba", city);
     snprintf(buf, sizeof(buf), "spiffe://%s.gba", city);
-    if (add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") != 0 ||
-        add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign") != 0 ||
-        add_ext(cert, cert, NID_subject_key_identifier, "hash") != 0 ||
-        add_ext(cert, cert, NID_authority_key_identifier, "keyid:always") != 0 ||
-        add_ext(cert, cert, NID_name_constraints, nc) != 0 || add_san(cert, buf, false) != 0) {
+    if (trust_certs_add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") != 0 ||
+        trust_certs_add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign") != 0 ||
+        trust_certs_add_ext(cert, cert, NID_subject_key_identifier, "hash") != 0 ||
+        trust_certs_add_ext(cert, cert, NID_authority_key_identifier, "keyid:always") != 0 ||
+        trust_certs_add_ext(cert, cert, NID_name_constraints, nc) != 0 ||
+        add_san(cert, buf, false) != 0) {
         rc = ossl_err(eb, BG_ERR_CERT, "certs: cannot add CA extensions");
         goto fail_cert;
     }
@@ -298,11 +298,13 @@ fail_key:
     return rc;
 }
 
-/* Loads the issuing CA, checking it is a CA and that the key belongs to it. */
-static int load_ca(X509 **crt_out, EVP_PKEY **key_out, const char *crt_path,
-                   const char *key_path, bg_errbuf *eb)
+int trust_certs_load_ca(X509 **crt_out, EVP_PKEY **key_out, const char *crt_path,
+                        const char *key_path, bg_errbuf *eb)
 {
     char what[512];
+    if (crt_path == NULL || key_path == NULL) {
+        return bg_errf(eb, BG_ERR_CERT, "ca: certificate and key paths are required");
+    }
     BIO *bio = BIO_new_file(crt_path, "r");
     if (bio == NULL) {
         int e = errno;
@@ -346,17 +348,13 @@ static int load_ca(X509 **crt_out, EVP_PKEY **key_out, const char *crt_path,
     return 0;
 }
 
-/* When the CA carries a SPIFFE trust domain (ours do), the leaf must belong to it: its name
- * constraint would make any other identity fail verification later, far from the cause. */
-static int check_trust_domain(X509 *ca, const char *ca_path, const char *spiffe_id,
-                              bg_errbuf *eb)
+void trust_certs_ca_domain(X509 *ca, char *td, size_t cap)
 {
-    char td[256];
     td[0] = '\0';
     GENERAL_NAMES *names = X509_get_ext_d2i(ca, NID_subject_alt_name, NULL, NULL);
     if (names == NULL) {
         ERR_clear_error();
-        return 0;
+        return;
     }
     for (int i = 0; i < sk_GENERAL_NAME_num(names) && td[0] == '\0'; i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
@@ -365,13 +363,21 @@ static int check_trust_domain(X509 *ca, const char *ca_path, const char *spiffe_
         }
         const char *s = (const char *)ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
         int n = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
-        if (n > 9 && (size_t)n < sizeof(td) && strncmp(s, "spiffe://", 9) == 0 &&
+        if (n > 9 && (size_t)n < cap && strncmp(s, "spiffe://", 9) == 0 &&
             memchr(s, '\0', (size_t)n) == NULL) {
             memcpy(td, s, (size_t)n);
             td[n] = '\0';
         }
     }
     GENERAL_NAMES_free(names);
+}
+
+/* When the CA carries a SPIFFE trust domain (ours do), the leaf must belong to it: its name
+ * constraint would make any other identity fail verification later, far from the cause. */
+static int check_trust_domain(X509 *ca, const char *ca_path, const char *spiffe_id, bg_errbuf *eb)
+{
+    char td[256];
+    trust_certs_ca_domain(ca, td, sizeof(td));
     if (td[0] == '\0') {
         return 0;
     }
@@ -410,7 +416,7 @@ int trust_certs_issue(const char *ca_crt, const char *ca_key, const trust_cert_r
 
     X509 *ca = NULL;
     EVP_PKEY *cakey = NULL;
-    if ((rc = load_ca(&ca, &cakey, ca_crt, ca_key, eb)) != 0) {
+    if ((rc = trust_certs_load_ca(&ca, &cakey, ca_crt, ca_key, eb)) != 0) {
         return rc;
     }
     if ((rc = check_trust_domain(ca, ca_crt, req->spiffe_id, eb)) != 0) {
@@ -437,12 +443,12 @@ int trust_certs_issue(const char *ca_crt, const char *ca_key, const trust_cert_r
         rc = ossl_err(eb, BG_ERR_CERT, "certs: cannot build certificate");
         goto fail_cert;
     }
-    if (add_ext(cert, ca, NID_basic_constraints, "critical,CA:FALSE") != 0 ||
-        add_ext(cert, ca, NID_key_usage, "critical,digitalSignature") != 0 ||
-        add_ext(cert, ca, NID_ext_key_usage, server ? "serverAuth,clientAuth" : "clientAuth") !=
-            0 ||
-        add_ext(cert, ca, NID_subject_key_identifier, "hash") != 0 ||
-        add_ext(cert, ca, NID_authority_key_identifier, "keyid:always") != 0 ||
+    if (trust_certs_add_ext(cert, ca, NID_basic_constraints, "critical,CA:FALSE") != 0 ||
+        trust_certs_add_ext(cert, ca, NID_key_usage, "critical,digitalSignature") != 0 ||
+        trust_certs_add_ext(cert, ca, NID_ext_key_usage,
+                            server ? "serverAuth,clientAuth" : "clientAuth") != 0 ||
+        trust_certs_add_ext(cert, ca, NID_subject_key_identifier, "hash") != 0 ||
+        trust_certs_add_ext(cert, ca, NID_authority_key_identifier, "keyid:always") != 0 ||
         add_san(cert, req->spiffe_id, server) != 0) {
         rc = ossl_err(eb, BG_ERR_CERT, "certs: cannot add certificate extensions");
         goto fail_cert;

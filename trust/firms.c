@@ -4,6 +4,8 @@
  * conventions stop at this file: callers get BG_ERR_* and copies. */
 #include "trust/firms.h"
 
+#include "trust/certs_int.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <stdio.h>
@@ -1263,85 +1265,24 @@ static void ca_dispose(ca *c)
     c->key = NULL;
 }
 
-/* Loads the city CA, checking that it is a CA and that the key belongs to it. */
+/* Loads the city CA (trust/certs_int.h). */
 static int ca_load(ca *c, const char *crt_path, const char *key_path, bg_errbuf *eb)
 {
-    char what[512];
-    if (crt_path == NULL || key_path == NULL) {
-        return bg_errf(eb, BG_ERR_CERT, "ca: certificate and key paths are required");
-    }
-    BIO *bio = BIO_new_file(crt_path, "r");
-    X509 *crt = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-    BIO_free(bio);
-    if (crt == NULL) {
-        snprintf(what, sizeof(what), "%s: cannot read a PEM CA certificate", crt_path);
-        return ossl_err(eb, BG_ERR_CERT, what);
-    }
-    if (X509_check_ca(crt) < 1) {
-        X509_free(crt);
-        return bg_errf(eb, BG_ERR_CERT, "%s: not a CA certificate", crt_path);
-    }
-    bio = BIO_new_file(key_path, "r");
-    EVP_PKEY *key = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-    BIO_free(bio);
-    if (key == NULL) {
-        X509_free(crt);
-        snprintf(what, sizeof(what), "%s: cannot read a PEM private key", key_path);
-        return ossl_err(eb, BG_ERR_CERT, what);
-    }
-    if (X509_check_private_key(crt, key) != 1) {
-        ERR_clear_error();
-        EVP_PKEY_free(key);
-        X509_free(crt);
-        return bg_errf(eb, BG_ERR_CERT, "%s: key does not match certificate %s", key_path,
-                       crt_path);
-    }
-    c->crt = crt;
-    c->key = key;
-    return 0;
+    return trust_certs_load_ca(&c->crt, &c->key, crt_path, key_path, eb);
 }
 
 /* A CA carrying a SPIFFE trust domain (ours do, with a name constraint) must be |city|'s, or
  * the certificate would fail verification far from the cause. */
 static int ca_check_city(const ca *c, const char *city, bg_errbuf *eb)
 {
-    char want[96];
+    char want[96], td[256];
     snprintf(want, sizeof(want), "spiffe://%s.gba", city);
-    GENERAL_NAMES *names = X509_get_ext_d2i(c->crt, NID_subject_alt_name, NULL, NULL);
-    if (names == NULL) {
-        ERR_clear_error();
-        return 0;
+    trust_certs_ca_domain(c->crt, td, sizeof(td));
+    if (td[0] != '\0' && strcmp(td, want) != 0) {
+        return bg_errf(eb, BG_ERR_CERT, "ca: the CA is not the city %s's (%s expected)", city,
+                       want);
     }
-    int rc = 0;
-    for (int i = 0; i < sk_GENERAL_NAME_num(names) && rc == 0; i++) {
-        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
-        if (gn->type != GEN_URI) {
-            continue;
-        }
-        const char *s = (const char *)ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
-        size_t n = (size_t)ASN1_STRING_length(gn->d.uniformResourceIdentifier);
-        if (n > 9 && strncmp(s, "spiffe://", 9) == 0 &&
-            (n != strlen(want) || memcmp(s, want, n) != 0)) {
-            rc = bg_errf(eb, BG_ERR_CERT, "ca: the CA is not the city %s's (%s expected)", city,
-                         want);
-        }
-    }
-    GENERAL_NAMES_free(names);
-    return rc;
-}
-
-static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-    X509V3_CTX ctx;
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
-    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
-    if (ext == NULL) {
-        return -1;
-    }
-    int ok = X509_add_ext(cert, ext, -1);
-    X509_EXTENSION_free(ext);
-    return ok == 1 ? 0 : -1;
+    return 0;
 }
 
 /* The SPIFFE id as the only SAN, built as structures so no text is ever parsed. */
@@ -1424,11 +1365,11 @@ static int issue(const ca *c, X509_REQ *req, const trust_firm *p, int days, int6
         rc = ossl_err(eb, BG_ERR_CERT, "firms: cannot build the certificate");
         goto out;
     }
-    if (add_ext(cert, c->crt, NID_basic_constraints, "critical,CA:FALSE") != 0 ||
-        add_ext(cert, c->crt, NID_key_usage, "critical,digitalSignature") != 0 ||
-        add_ext(cert, c->crt, NID_ext_key_usage, "clientAuth") != 0 ||
-        add_ext(cert, c->crt, NID_subject_key_identifier, "hash") != 0 ||
-        add_ext(cert, c->crt, NID_authority_key_identifier, "keyid:always") != 0 ||
+    if (trust_certs_add_ext(cert, c->crt, NID_basic_constraints, "critical,CA:FALSE") != 0 ||
+        trust_certs_add_ext(cert, c->crt, NID_key_usage, "critical,digitalSignature") != 0 ||
+        trust_certs_add_ext(cert, c->crt, NID_ext_key_usage, "clientAuth") != 0 ||
+        trust_certs_add_ext(cert, c->crt, NID_subject_key_identifier, "hash") != 0 ||
+        trust_certs_add_ext(cert, c->crt, NID_authority_key_identifier, "keyid:always") != 0 ||
         add_uri_san(cert, p->spiffe_id) != 0) {
         rc = ossl_err(eb, BG_ERR_CERT, "firms: cannot add certificate extensions");
         goto out;

@@ -17,8 +17,8 @@ static void test_trust_b64_roundtrip(void **state)
 {
     (void)state;
     /* RFC 4648 section 10 vectors, then every length 1..64 of a byte ramp */
-    static const char *const v[][2] = {{"f", "Zg=="},       {"fo", "Zm8="},
-                                       {"foo", "Zm9v"},     {"foob", "Zm9vYg=="},
+    static const char *const v[][2] = {{"f", "Zg=="},         {"fo", "Zm8="},
+                                       {"foo", "Zm9v"},       {"foob", "Zm9vYg=="},
                                        {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         bg_buf b;
@@ -56,16 +56,16 @@ static void test_trust_b64_decode_strict(void **state)
     uint8_t out[16];
     size_t n = 99;
     static const char *const bad[] = {
-        "",          /* empty */
-        "Zg=",       /* length not a multiple of 4 */
-        " Zg=",      /* whitespace (OpenSSL skips it) */
-        "Zg==\n",    /* trailing newline */
-        "Zh==",      /* non-zero unused bits: a second spelling of "f" */
-        "Zm9=",      /* idem with one pad */
-        "Z===",      /* three pad characters */
-        "Zg=a",      /* data after padding */
-        "=Zg=",      /* padding first */
-        "Zm-v",      /* base64url alphabet */
+        "",             /* empty */
+        "Zg=",          /* length not a multiple of 4 */
+        " Zg=",         /* whitespace (OpenSSL skips it) */
+        "Zg==\n",       /* trailing newline */
+        "Zh==",         /* non-zero unused bits: a second spelling of "f" */
+        "Zm9=",         /* idem with one pad */
+        "Z===",         /* three pad characters */
+        "Zg=a",         /* data after padding */
+        "=Zg=",         /* padding first */
+        "Zm-v",         /* base64url alphabet */
         "Zm9v\0\0\0\0", /* NUL inside (length given by strlen: "Zm9v" only, so valid below) */
     };
     for (size_t i = 0; i + 1 < sizeof(bad) / sizeof(bad[0]); i++) {
