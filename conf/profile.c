@@ -14,6 +14,8 @@
  *           max_queries: 0.. (optional, 0 = no cap), max_epsilon: 0.. (optional, 0 = no cap)} */
 #include "conf/profile.h"
 
+#include "base/utf8.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -135,52 +137,10 @@ typedef struct loader {
 
 /* ---- typed scalars ---- */
 
-/* True when |s| (|len| bytes) is well-formed UTF-8 without control characters: terms end up
- * in JSON, logs and signed contracts, where a stray byte would be a different term. */
+/* Terms end up in JSON, logs and signed contracts, where a stray byte would be another term. */
 static bool is_clean_utf8(const char *s, size_t len)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = p[i];
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f) {
-                return false;
-            }
-            i++;
-            continue;
-        }
-        size_t n;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1fu;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0fu;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07u;
-        } else {
-            return false;
-        }
-        if (len - i <= n) {
-            return false;
-        }
-        for (size_t k = 1; k <= n; k++) {
-            if ((p[i + k] & 0xc0u) != 0x80u) {
-                return false;
-            }
-            cp = (cp << 6) | (p[i + k] & 0x3fu);
-        }
-        /* overlong forms, surrogates, beyond U+10FFFF, C1 controls */
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f)) {
-            return false;
-        }
-        i += n + 1;
-    }
-    return true;
+    return bg_utf8_valid((const uint8_t *)s, len, BG_UTF8_NO_CONTROLS);
 }
 
 /* A non-empty text of at most |max| bytes, clean UTF-8; |*out| is a fresh copy. */

@@ -5,6 +5,8 @@
  * rule checks the encoders apply. Not for: schema checks, transport, signing. */
 #include "space/wire.h"
 
+#include "base/utf8.h"
+
 #include <assert.h>
 #include <math.h>
 #include <stdalign.h>
@@ -27,47 +29,10 @@ _Static_assert(SPACE_MAX_GROUP_BY == 2, "cells carry up to two keys");
 
 /* ---- rules shared by encoders and decoders ---------------------------------------------- */
 
-/* Valid UTF-8: no overlong forms, surrogates or code points past U+10FFFF. With |name|, no
- * C0/C1 control characters or DEL either: names end up in logs, JSON and error messages. */
+/* With |name|, no controls either: names end up in logs, JSON and error messages. */
 static bool utf8_ok(const char *s, size_t n, bool name)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = p[i];
-        if (c < 0x80) {
-            if (name && (c < 0x20 || c == 0x7f)) {
-                return false;
-            }
-            i++;
-            continue;
-        }
-        size_t len;
-        unsigned cp, min;
-        if ((c & 0xe0) == 0xc0) {
-            len = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i < len) {
-            return false;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (p[i + k] & 0x3fu);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || (name && cp <= 0x9f)) {
-            return false;
-        }
-        i += len;
-    }
-    return true;
+    return bg_utf8_valid((const uint8_t *)s, n, name ? BG_UTF8_NO_CONTROLS : BG_UTF8_ANY);
 }
 
 enum {

@@ -4,6 +4,8 @@
  * checked here with OpenSSL. Not for: translation, narrowing, storage or usage control. */
 #include "trust/contract.h"
 
+#include "base/utf8.h"
+
 #include <assert.h>
 #include <math.h>
 #include <stdio.h>
@@ -110,49 +112,11 @@ const char *trust_contract_state_name(trust_contract_state s)
 
 /* ---- Strings and lists ------------------------------------------------------------------ */
 
-/* True when |n| bytes at |s| are well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF)
- * without control characters. Terms are shown to people side by side; a control character or
- * a broken sequence could make two different terms look the same. */
-static bool text_valid(const char *str, size_t n)
+/* Terms are shown to people side by side; a control character or a broken sequence could make
+ * two different terms look the same. */
+static bool text_valid(const char *s, size_t n)
 {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f) {
-                return false;
-            }
-            i++;
-            continue;
-        }
-        size_t len;
-        unsigned min, cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2, min = 0x80, cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3, min = 0x800, cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4, min = 0x10000, cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (len > n - i) {
-            return false;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (s[i + k] & 0x3fu);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-            (cp >= 0x80 && cp < 0xa0)) {
-            return false;
-        }
-        i += len;
-    }
-    return true;
+    return bg_utf8_valid((const uint8_t *)s, n, BG_UTF8_NO_CONTROLS);
 }
 
 /* Checks one string field; |required| makes NULL/"" an error. */

@@ -6,6 +6,7 @@
  * protobuf-c messages of receipt.proto are used only here. */
 #include "trust/ledger.h"
 
+#include "base/utf8.h"
 #include "trust/b64.h"
 
 #include <assert.h>
@@ -125,49 +126,9 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* True when |n| bytes at |s| are well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF).
- * For a |note| (C2SP signed-note rules) no ASCII control character but newline; otherwise no
- * C0, DEL or C1 control character at all: receipts are read by people and by auditors' tools,
- * and a control character or a broken sequence could make two values look the same. */
 static bool utf8_check(const unsigned char *s, size_t n, bool note)
 {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            if (note ? (c < 0x20 && c != '\n') : (c < 0x20 || c == 0x7f)) {
-                return false;
-            }
-            i++;
-            continue;
-        }
-        size_t len;
-        unsigned min, cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2, min = 0x80, cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3, min = 0x800, cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4, min = 0x10000, cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (len > n - i) {
-            return false;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (s[i + k] & 0x3fu);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-            (!note && cp >= 0x80 && cp < 0xa0)) {
-            return false;
-        }
-        i += len;
-    }
-    return true;
+    return bg_utf8_valid(s, n, note ? BG_UTF8_NOTE : BG_UTF8_NO_CONTROLS);
 }
 
 static bool text_ok(const char *s, size_t n)
