@@ -6,10 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ctl_demo.c is written separately and may not be in the build yet; a weak reference lets
- * baygatectl link without it (NULL then) and pick it up once CMake finds the file. */
-int ctl_demo_main(int argc, char **argv) __attribute__((weak));
-
 static void usage(FILE *f)
 {
     fputs("usage: baygatectl <command> [options]\n"
@@ -49,10 +45,6 @@ int main(int argc, char **argv)
         return ctl_ledger_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "demo") == 0) {
-        if (ctl_demo_main == NULL) {
-            fputs("baygatectl: demo: not built\n", stderr);
-            return 1;
-        }
         return ctl_demo_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "baygatectl: unknown command \"%s\"\n\n", cmd);

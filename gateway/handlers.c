@@ -476,22 +476,6 @@ static void handle_metrics(gw_stream *s)
     bg_buf_dispose(&out);
 }
 
-/* Onboarding (gateway/firms.c) may be missing from a build: then weak references keep the
- * link working, resolve to NULL, and its endpoints answer 501. When CMake builds firms.c it
- * defines BG_HAVE_FIRMS and the references stay strong, because a weak reference alone would
- * not pull firms.o out of the static library. */
-#ifndef BG_HAVE_FIRMS
-extern void gw_firms_client(gw_stream *s) __attribute__((weak));
-extern void gw_firms_crl(gw_stream *s) __attribute__((weak));
-#endif
-
-/* The handler of /v1/firms or /v1/crl, NULL when not built (a function, so that testing for
- * NULL compiles without warnings in both builds). */
-static void (*firms_handler(gw_route_id r))(gw_stream *)
-{
-    return r == GW_ROUTE_CRL ? gw_firms_crl : gw_firms_client;
-}
-
 void gw_request_dispatch(gw_stream *s)
 {
     gw_server *srv = s->conn->w->srv;
@@ -518,16 +502,11 @@ void gw_request_dispatch(gw_stream *s)
         gw_contracts_client(s);
         return;
     case GW_ROUTE_FIRMS:
-    case GW_ROUTE_CRL: {
-        void (*h)(gw_stream *) = firms_handler(s->route);
-        if (h == NULL) {
-            gw_stream_error(s, 501, "not_built", "%s: onboarding is not built into this gateway",
-                            s->path);
-        } else {
-            h(s);
-        }
+        gw_firms_client(s);
         return;
-    }
+    case GW_ROUTE_CRL:
+        gw_firms_crl(s);
+        return;
     default:
         break;
     }
