@@ -91,7 +91,8 @@ static json_t *terms_json(const trust_contract_terms *t)
 
 /* The contract as a firm or an operator reads it: both wordings side by side, plus what is
  * enforced (canonical names, effective constraints). */
-static json_t *contract_json(const trust_contract *c, const trust_store_meta *m)
+static json_t *contract_json(gw_server *srv, const trust_contract *c,
+                             const trust_store_meta *m)
 {
     const trust_contract_body *b = trust_contract_get_body(c);
     char from[32], until[32];
@@ -119,7 +120,13 @@ static json_t *contract_json(const trust_contract *c, const trust_store_meta *m)
                           "home_terms", terms_json(&b->home_terms), "provider_terms",
                           terms_json(&b->provider_terms), "effective", eff);
     if (j != NULL && m != NULL) {
-        json_object_set_new(j, "queries_used", json_integer((json_int_t)m->used));
+        /* what the store counted, plus the ledger's count (where a ledger counts queries) */
+        uint32_t in_ledger = 0;
+        if (srv->ledger != NULL &&
+            trust_ledger_budget_used(srv->ledger, trust_contract_get_id(c), &in_ledger) != 0) {
+            in_ledger = 0;
+        }
+        json_object_set_new(j, "queries_used", json_integer((json_int_t)m->used + in_ledger));
     }
     return j;
 }
@@ -149,7 +156,7 @@ static void respond_refusals(gw_stream *s, const trust_refusals *r)
 static void respond_contract(gw_stream *s, int status, const trust_contract *c,
                              const trust_store_meta *m)
 {
-    json_t *j = contract_json(c, m);
+    json_t *j = contract_json(s->conn->w->srv, c, m);
     gw_stream_respond_json(s, j != NULL ? status : 500, j);
 }
 
@@ -629,7 +636,7 @@ static int list_one(void *arg, const char *id)
     trust_contract *c = NULL;
     if (trust_store_get(lc->srv->store, id, &m, &b) == 0 &&
         trust_contract_decode(&c, b.data, b.len, NULL) == 0) {
-        json_t *j = contract_json(c, &m);
+        json_t *j = contract_json(lc->srv, c, &m);
         if (j != NULL) {
             json_array_append_new(lc->arr, j);
         }
@@ -1268,7 +1275,8 @@ static void run_consume(gw_flushable *f)
         who[n] = s;
         reqs[n] = (trust_store_consume_req){.id = s->contract, .requester = s->requester,
                                             .eps_micro = s->eps_micro,
-                                            .digest = s->eps_micro > 0 ? s->digest : NULL};
+                                            .digest = s->eps_micro > 0 ? s->digest : NULL,
+                                            .no_count = w->srv->ledger != NULL};
         n++;
     }
     w->nconsume = 0;
@@ -1277,6 +1285,7 @@ static void run_consume(gw_flushable *f)
         if (reqs[i].result == 0) {
             gw_request_resume(who[i]);
         } else if (reqs[i].result == TRUST_STORE_CACHED) {
+            who[i]->budget_limit = 0;
             gw_queries_fed_cached(who[i]); /* the same noisy answer again, at no cost */
         } else {
             refuse(who[i], reqs[i].result, who[i]->contract);
@@ -1293,6 +1302,35 @@ void gw_contracts_cancel(gw_stream *s)
         }
     }
     s->in_consume = false;
+}
+
+/* Provider with a ledger: contract |s->contract| must have queries left in the ledger's count
+ * (plus what the contract store counted before the ledger did); sets |s->budget_limit|. */
+static bool ledger_budget(gw_stream *s, trust_store_meta *m)
+{
+    gw_server *srv = s->conn->w->srv;
+    uint32_t used = 0;
+    int rv = trust_store_get(srv->store, s->contract, m, NULL);
+    if (rv == 0) {
+        rv = trust_ledger_budget_used(srv->ledger, s->contract, &used);
+    }
+    if (rv != 0) {
+        gw_stream_error(s, 503, "store_unavailable", "usage control cannot read the budget: %s",
+                        bg_strerror(rv));
+        return false;
+    }
+    uint32_t limit = UINT32_MAX; /* no cap: still counted, for the receipts */
+    if (m->max_queries != 0) {
+        limit = m->used < m->max_queries ? m->max_queries - m->used : 0;
+    }
+    if (used >= limit) {
+        gw_refusal why;
+        refusal(BG_ERR_BUDGET_EXHAUSTED, s->contract, &why);
+        gw_stream_error(s, why.status, why.code, "%s", why.msg);
+        return false;
+    }
+    s->budget_limit = limit;
+    return true;
 }
 
 gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
@@ -1325,7 +1363,15 @@ gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
         return check_scope(s, s->contract, s->requester, now, true) ? GW_ENFORCE_GO
                                                                      : GW_ENFORCE_STOP;
     }
-    if (!check_scope(s, s->contract, s->requester, now, false)) {
+    if (srv->ledger != NULL) {
+        /* the query count lives in the ledger: checked here (fail fast, nothing runs for a
+         * spent contract), counted by the writer in the transaction of the release's receipt */
+        trust_store_meta m;
+        if (!check_scope(s, s->contract, s->requester, now, true) ||
+            !ledger_budget(s, &m)) {
+            return GW_ENFORCE_STOP;
+        }
+    } else if (!check_scope(s, s->contract, s->requester, now, false)) {
         return GW_ENFORCE_STOP;
     }
     const scope *sc = scope_cached(w, s->contract);
@@ -1336,7 +1382,10 @@ gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
         trust_store_eps_micro(sc->epsilon, &total);
         s->eps_micro = total / GW_DP_RELEASES > 0 ? total / GW_DP_RELEASES : 1;
     }
-    /* the budget: queued for this iteration's group commit */
+    if (srv->ledger != NULL && s->eps_micro == 0) {
+        return GW_ENFORCE_GO; /* counted with the receipt */
+    }
+    /* the budget (with a ledger: the epsilon only): queued for this iteration's group commit */
     if (w->nconsume == sizeof(w->consume) / sizeof(w->consume[0])) {
         run_consume(&w->consume_fl); /* full: commit what is queued first */
     }

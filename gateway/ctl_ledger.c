@@ -414,6 +414,9 @@ static int verify_receipt(const char *path, const trust_ledger_checkpoint *cp)
         printf(" #%" PRIu64 " (leaf hash %s)", r->counterpart_index,
                b64_hash(r->counterpart_leaf_hash, h1));
     }
+    if (r->queries_used > 0) {
+        printf("\n  query %u of its contract's budget", r->queries_used);
+    }
     printf("\n  leaf hash %s = SHA-256(0x00 || receipt bytes), canonical encoding\n"
            "  included in %s's tree of size %" PRIu64 " (%zu proof hashes)\n",
            b64_hash(leaf, h2), cp->origin, cp->size, p->len);

@@ -196,6 +196,9 @@ struct gw_receipt_req {
     gw_receipt_req *next;
     gw_worker *w;
     trust_receipt receipt;
+    /* |budget.limit|: set by the owner when the receipt uses one query of its contract's
+     * budget (trust_ledger_budget); |used| and |exhausted| come back with the result. */
+    trust_ledger_budget budget;
     int result; /* 0, or why the append failed (nothing was appended) */
     uint64_t index;
     uint8_t leaf_hash[TRUST_LEDGER_HASH_LEN];
@@ -263,6 +266,10 @@ struct gw_stream {
     void *ctx;                 /* a handler's state across outbound calls (contracts) */
     bool in_consume;           /* waiting in w->consume for the group commit */
     uint64_t eps_micro;        /* provider: privacy budget this query spends (0: none) */
+    /* provider with a ledger: the contract's query limit in the ledger's count
+     * (trust_ledger_budget.limit; 0: this release uses no query, e.g. a cached noisy answer) */
+    uint32_t budget_limit;
+    bool receipted; /* its refusal is in the ledger already (not again as the stream closes) */
     uint8_t digest[32];        /* provider: SHA-256 of the query leg's canonical query */
     uint64_t deadline_ms;      /* x-baygate-deadline-ms as received (0: none) */
     uint64_t deadline_at_us;   /* bg_now_us() by which the answer is due (0: none) */

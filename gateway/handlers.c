@@ -562,7 +562,7 @@ static void record_refusal(gw_stream *s, int status)
 {
     gw_worker *w = s->conn->w;
     const char *self = w->srv->cfg->city;
-    if (w->srv->ledger == NULL || s->route != GW_ROUTE_FED_QUERY || status < 400 ||
+    if (w->srv->ledger == NULL || s->receipted || s->route != GW_ROUTE_FED_QUERY || status < 400 ||
         strcmp(s->dest, self) != 0 || strcmp(s->req_type, "application/x-protobuf") != 0) {
         return;
     }

@@ -73,6 +73,9 @@ json_t *gw_receipt_json(const trust_receipt *r)
     if (r->has_result_digest) {
         json_object_set_new(j, "result_digest", b64(r->result_digest, sizeof(r->result_digest)));
     }
+    if (r->queries_used > 0) {
+        json_object_set_new(j, "queries_used", json_integer((json_int_t)r->queries_used));
+    }
     json_t *cp = json_pack("{s:s}", "city", r->counterpart_city);
     if (r->has_counterpart_ref) {
         json_object_set_new(cp, "index", json_integer((json_int_t)r->counterpart_index));

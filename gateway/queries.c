@@ -337,6 +337,11 @@ static void on_provider_receipt(gw_job *j)
         gw_stream_error(s, 503, "ledger_unavailable",
                         "the receipt could not be recorded (%s); nothing was released",
                         bg_strerror(x->rq.result));
+    } else if (x->rq.budget.exhausted) { /* concurrent queries spent it first: the ledger
+                                          * recorded this one as a refusal, nothing leaves */
+        s->receipted = true;
+        gw_stream_error(s, 429, "budget_exhausted",
+                        "contract %s has no queries (or privacy budget) left", s->contract);
     } else if (space_leg_answer_decode(x->answer, x->answer_len, &a) != 0) {
         gw_stream_error(s, 500, "internal", "cannot re-read the answer");
     } else {
@@ -434,6 +439,8 @@ static bool provider_publish(xjob *x, gw_stream *s)
     EVP_Digest(x->answer, x->answer_len, r->result_digest, NULL, EVP_sha256(), NULL);
     r->cells_suppressed = x->suppressed;
     r->epsilon_micro = x->eps_micro;
+    /* the query it uses of its contract is counted in the receipt's own transaction */
+    x->rq.budget = (trust_ledger_budget){.limit = s->contract[0] ? s->budget_limit : 0};
     x->rq.w = x->w;
     x->rq.job.deliver = on_provider_receipt;
     x->rq.job.discard = on_provider_receipt_discard;
@@ -556,15 +563,39 @@ bool gw_queries_is_replay(const gw_stream *s)
 
 void gw_queries_fed_cached(gw_stream *s)
 {
+    gw_worker *w = s->conn->w;
+    xjob *x = s->ctx;
     bg_buf b;
     bg_buf_init(&b);
-    int rv = trust_store_noise_get(s->conn->w->srv->store, s->contract, s->digest, &b);
-    if (rv == 0) {
-        gw_stream_respond(s, 200, PB_TYPE, b.data, b.len);
-    } else {
+    int rv = trust_store_noise_get(w->srv->store, s->contract, s->digest, &b);
+    if (rv != 0) {
+        bg_buf_dispose(&b);
         gw_stream_error(s, 503, "store_unavailable", "cached answer: %s", bg_strerror(rv));
+        return;
     }
-    bg_buf_dispose(&b);
+    if (x == NULL || s->ctx_free != xjob_ctx_free) {
+        bg_buf_dispose(&b);
+        gw_stream_error(s, 500, "internal", "query state lost");
+        return;
+    }
+    /* published again: it crosses the border again, so it is receipted again (spending no
+     * epsilon and no query: the same noisy answer tells nothing new) */
+    s->ctx = NULL;
+    s->ctx_free = NULL;
+    double eps = 0;
+    uint32_t ck = 0;
+    if (gw_contracts_limits(w, s->contract, &ck, &eps, x->purpose, sizeof(x->purpose))) {
+        bg_strlcpy(x->contract, s->contract, sizeof(x->contract));
+    }
+    free(x->answer);
+    x->answer = b.data; /* taken */
+    x->answer_len = b.len;
+    x->status = 200;
+    x->eps_micro = 0;
+    s->budget_limit = 0;
+    if (!provider_publish(x, s)) {
+        xjob_free(x);
+    }
 }
 
 bool gw_queries_fed_parse(gw_stream *s)

@@ -33,6 +33,7 @@ static void *writer_main(void *arg)
     trust_receipt *batch = malloc(WRITER_BATCH_MAX * sizeof(*batch));
     uint64_t *idx = malloc(WRITER_BATCH_MAX * sizeof(*idx));
     uint8_t(*leaf)[TRUST_LEDGER_HASH_LEN] = malloc(WRITER_BATCH_MAX * sizeof(*leaf));
+    trust_ledger_budget *bud = malloc(WRITER_BATCH_MAX * sizeof(*bud));
     gw_receipt_req *reqs[WRITER_BATCH_MAX];
     for (;;) {
         pthread_mutex_lock(&rc->mu);
@@ -53,13 +54,15 @@ static void *writer_main(void *arg)
             rc->tail = NULL;
         }
         pthread_mutex_unlock(&rc->mu);
-        int rv = batch == NULL || idx == NULL || leaf == NULL ? BG_ERR_NOMEM : 0;
+        int rv = batch == NULL || idx == NULL || leaf == NULL || bud == NULL ? BG_ERR_NOMEM : 0;
         bg_errbuf eb = {{0}};
         for (size_t i = 0; rv == 0 && i < n; i++) {
             batch[i] = reqs[i]->receipt;
+            bud[i] = (trust_ledger_budget){.limit = reqs[i]->budget.limit};
         }
-        if (rv == 0) { /* the batch and its signed checkpoint: one transaction, one sync */
-            rv = trust_ledger_append_signed(led, batch, n, idx, leaf, rc->srv->cfg->city, NULL,
+        if (rv == 0) { /* the batch, the query counts it uses and its signed checkpoint: one
+                        * transaction, one sync */
+            rv = trust_ledger_append_signed(led, batch, n, bud, idx, leaf, rc->srv->cfg->city, NULL,
                                             &eb);
         }
         if (rv != 0) {
@@ -80,6 +83,7 @@ static void *writer_main(void *arg)
             if (rv == 0) {
                 r->index = idx[i];
                 memcpy(r->leaf_hash, leaf[i], TRUST_LEDGER_HASH_LEN);
+                r->budget = bud[i];
             }
             gw_worker_post(r->w, &r->job);
         }
@@ -87,6 +91,7 @@ static void *writer_main(void *arg)
     free(batch);
     free(idx);
     free(leaf);
+    free(bud);
     return NULL;
 }
 

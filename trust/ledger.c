@@ -59,6 +59,7 @@ struct trust_ledger {
     MDB_dbi by_counterpart; /* counterpart city -> be64 index (idem) */
     MDB_dbi by_time;        /* be64 time_ms -> be64 index (idem) */
     MDB_dbi info;           /* "version", "checkpoint" */
+    MDB_dbi budgets;        /* contract id -> be32 queries used */
     size_t map_size;
     /* Every transaction holds this shared; growing the map (MDB_MAP_FULL) needs it exclusive,
      * because mdb_env_set_mapsize() requires that no transaction is open in the process. */
@@ -98,6 +99,19 @@ static uint64_t get_be64(const uint8_t *p)
         v = (v << 8) | p[i];
     }
     return v;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* floor(log2(v)) for v > 0 */
@@ -360,6 +374,9 @@ int trust_receipt_check(const trust_receipt *r, bg_errbuf *eb)
     if (r->has_counterpart_ref && r->counterpart_city[0] == '\0') {
         return bg_errf(eb, BG_ERR_INVAL, "receipt: counterpart reference without its city");
     }
+    if (r->queries_used > 0 && r->contract_id[0] == '\0') {
+        return bg_errf(eb, BG_ERR_INVAL, "receipt: queries_used without a contract");
+    }
     return 0;
 }
 
@@ -425,6 +442,7 @@ static void receipt_pb_fill(receipt_pb *p, const trust_receipt *r)
     m->epsilon_micro = r->epsilon_micro;
     m->decision = (Baygate__Ledger__Decision)r->decision;
     m->error_code = r->error_code;
+    m->queries_used = r->queries_used;
     if (r->counterpart_city[0] != '\0') {
         p->cp.city = mut_str(r->counterpart_city);
         if (r->has_counterpart_ref) {
@@ -498,6 +516,7 @@ static int receipt_from_pb(trust_receipt *r, const Baygate__Ledger__Receipt *m, 
     r->cells_suppressed = m->cells_suppressed;
     r->epsilon_micro = m->epsilon_micro;
     r->error_code = m->error_code;
+    r->queries_used = m->queries_used;
     if (!copy_str(r->request_id, sizeof(r->request_id), m->request_id) ||
         !copy_str(r->requester, sizeof(r->requester), m->requester) ||
         !copy_str(r->home_city, sizeof(r->home_city), m->home_city) ||
@@ -795,7 +814,8 @@ static int open_dbis(trust_ledger *l, MDB_txn *txn)
         (rc = mdb_dbi_open(txn, "by_requester", idx, &l->by_requester)) != 0 ||
         (rc = mdb_dbi_open(txn, "by_counterpart", idx, &l->by_counterpart)) != 0 ||
         (rc = mdb_dbi_open(txn, "by_time", idx, &l->by_time)) != 0 ||
-        (rc = mdb_dbi_open(txn, "ledger_info", MDB_CREATE, &l->info)) != 0) {
+        (rc = mdb_dbi_open(txn, "ledger_info", MDB_CREATE, &l->info)) != 0 ||
+        (rc = mdb_dbi_open(txn, "budgets", MDB_CREATE, &l->budgets)) != 0) {
         return rc;
     }
     return 0;
@@ -822,7 +842,7 @@ int trust_ledger_open(trust_ledger **out, const char *dir, size_t map_size, bg_e
     /* MDB_NOTLS: read transactions are not tied to threads (workers share the env). Unlike the
      * contract store, no MDB_NOMETASYNC: an OS crash must not undo a commit whose receipts were
      * acknowledged or covered by a signed checkpoint, or the ledger could later fork. */
-    if ((mrc = mdb_env_set_maxdbs(l->env, 8)) != 0 ||
+    if ((mrc = mdb_env_set_maxdbs(l->env, 12)) != 0 ||
         (mrc = mdb_env_set_mapsize(l->env, l->map_size)) != 0 ||
         (mrc = mdb_env_open(l->env, dir, MDB_NOTLS, 0600)) != 0 ||
         (mrc = mdb_txn_begin(l->env, NULL, 0, &txn)) != 0) {
@@ -1136,7 +1156,45 @@ typedef struct batch {
     uint8_t (*hashes)[HASH]; /* out, n */
     trust_receipt *scratch;  /* one receipt being stamped */
     uint8_t *enc;            /* TRUST_RECEIPT_MAX_BYTES */
+    const trust_ledger_budget *budgets; /* n, or NULL */
+    trust_ledger_budget *bout;          /* out, n (when budgets) */
 } batch;
+
+/* Counts receipt |r|'s use of one query of its contract (|limit| in all) in |txn|, or turns it
+ * into the refusal it then is; |out| says which. */
+static int budget_use(trust_ledger *l, MDB_txn *txn, trust_receipt *r, uint32_t limit,
+                      trust_ledger_budget *out)
+{
+    MDB_val k = {TRUST_RECEIPT_CONTRACT_ID_LEN, r->contract_id}, v;
+    uint32_t used = 0;
+    int rc = mdb_get(txn, l->budgets, &k, &v);
+    if (rc == 0 && v.mv_size == 4) {
+        used = get_be32(v.mv_data);
+    } else if (rc == 0) {
+        return BG_ERR_STORE; /* not ours */
+    } else if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    if (used >= limit) {
+        r->kind = TRUST_RECEIPT_REFUSAL;
+        r->decision = TRUST_RECEIPT_REFUSED;
+        r->error_code = BG_ERR_BUDGET_EXHAUSTED;
+        r->has_result_digest = false;
+        memset(r->result_digest, 0, sizeof(r->result_digest));
+        r->cells_suppressed = 0;
+        *out = (trust_ledger_budget){.limit = limit, .used = 0, .exhausted = true};
+        return 0;
+    }
+    uint8_t vb[4];
+    put_be32(vb, ++used);
+    MDB_val nv = {4, vb};
+    if ((rc = mdb_put(txn, l->budgets, &k, &nv, 0)) != 0) {
+        return rc;
+    }
+    r->queries_used = used;
+    *out = (trust_ledger_budget){.limit = limit, .used = used, .exhausted = false};
+    return 0;
+}
 
 /* Adds |index| under |key| in the dupsort index |dbi|; indexes only grow, so it is always the
  * last duplicate of its key (MDB_APPENDDUP). An empty key is not indexed. */
@@ -1209,6 +1267,13 @@ static int do_append(trust_ledger *l, MDB_txn *txn, void *arg)
             r->time_ms = prev_time; /* a stepped-back clock never reorders the ledger */
         }
         prev_time = r->time_ms;
+        if (b->budgets != NULL) {
+            b->bout[i] = (trust_ledger_budget){.limit = b->budgets[i].limit};
+            if (b->budgets[i].limit > 0 &&
+                (rc = budget_use(l, txn, r, b->budgets[i].limit, &b->bout[i])) != 0) {
+                goto done;
+            }
+        }
         size_t len = receipt_pack(r, b->enc);
         uint8_t kb[8];
         put_be64(kb, size);
@@ -1256,7 +1321,7 @@ typedef struct sign_arg sign_arg;
 static int do_sign(trust_ledger *l, MDB_txn *txn, void *arg);
 static int do_append_sign(trust_ledger *l, MDB_txn *txn, void *arg);
 static int append_common(trust_ledger *l, const trust_receipt *receipts, size_t n,
-                         uint64_t *out_indexes,
+                         trust_ledger_budget *budgets, uint64_t *out_indexes,
                          uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN], sign_arg *sign,
                          bg_errbuf *eb);
 
@@ -1270,11 +1335,11 @@ int trust_ledger_append_batch(trust_ledger *l, const trust_receipt *receipts, si
                               uint64_t *out_indexes,
                               uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN], bg_errbuf *eb)
 {
-    return append_common(l, receipts, n, out_indexes, out_leaf_hashes, NULL, eb);
+    return append_common(l, receipts, n, NULL, out_indexes, out_leaf_hashes, NULL, eb);
 }
 
 static int append_common(trust_ledger *l, const trust_receipt *receipts, size_t n,
-                         uint64_t *out_indexes,
+                         trust_ledger_budget *budgets, uint64_t *out_indexes,
                          uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN], sign_arg *sign,
                          bg_errbuf *eb)
 {
@@ -1286,6 +1351,12 @@ static int append_common(trust_ledger *l, const trust_receipt *receipts, size_t 
         int rc = trust_receipt_check(&receipts[i], &one);
         if (rc != 0) {
             return bg_errf(eb, rc, "receipt %zu of the batch: %s", i, one.msg);
+        }
+        if (budgets != NULL && budgets[i].limit > 0 &&
+            (receipts[i].contract_id[0] == '\0' || receipts[i].queries_used != 0)) {
+            return bg_errf(eb, BG_ERR_INVAL,
+                           "receipt %zu of the batch: a budget needs a contract id and no "
+                           "queries_used of the caller's", i);
         }
     }
     if (n > SIZE_MAX / (sizeof(uint64_t) + HASH)) {
@@ -1299,9 +1370,12 @@ static int append_common(trust_ledger *l, const trust_receipt *receipts, size_t 
         .hashes = malloc(n * HASH),
         .scratch = malloc(sizeof(trust_receipt)),
         .enc = malloc(TRUST_RECEIPT_MAX_BYTES),
+        .budgets = budgets,
+        .bout = budgets != NULL ? malloc(n * sizeof(trust_ledger_budget)) : NULL,
     };
     int rc = 0;
-    if (b.indexes == NULL || b.hashes == NULL || b.scratch == NULL || b.enc == NULL) {
+    if (b.indexes == NULL || b.hashes == NULL || b.scratch == NULL || b.enc == NULL ||
+        (budgets != NULL && b.bout == NULL)) {
         rc = bg_errf(eb, BG_ERR_NOMEM, "ledger: out of memory");
         goto done;
     }
@@ -1323,7 +1397,11 @@ static int append_common(trust_ledger *l, const trust_receipt *receipts, size_t 
     if (out_leaf_hashes != NULL) {
         memcpy(out_leaf_hashes, b.hashes, n * HASH);
     }
+    if (budgets != NULL) { /* only now: a retried transaction wrote them again */
+        memcpy(budgets, b.bout, n * sizeof(*budgets));
+    }
 done:
+    free(b.bout);
     free(b.indexes);
     free(b.hashes);
     free(b.scratch);
@@ -1395,6 +1473,31 @@ int trust_ledger_root(trust_ledger *l, uint64_t size, uint8_t root[TRUST_LEDGER_
     }
     root_arg a = {size, root};
     return with_tree(l, do_root, &a);
+}
+
+int trust_ledger_budget_used(trust_ledger *l, const char *contract_id, uint32_t *used)
+{
+    if (contract_id == NULL || strlen(contract_id) != TRUST_RECEIPT_CONTRACT_ID_LEN ||
+        !contract_id_ok(contract_id, TRUST_RECEIPT_CONTRACT_ID_LEN + 1)) {
+        return BG_ERR_INVAL;
+    }
+    MDB_txn *txn;
+    int rc = read_begin(l, &txn);
+    if (rc != 0) {
+        return BG_ERR_STORE;
+    }
+    MDB_val k = {TRUST_RECEIPT_CONTRACT_ID_LEN, mut_str(contract_id)}, v;
+    rc = mdb_get(txn, l->budgets, &k, &v);
+    if (rc == 0 && v.mv_size == 4) {
+        *used = get_be32(v.mv_data);
+    } else if (rc == MDB_NOTFOUND) {
+        *used = 0;
+        rc = 0;
+    } else {
+        rc = BG_ERR_STORE;
+    }
+    read_end(l, txn);
+    return rc;
 }
 
 int trust_ledger_head(trust_ledger *l, uint64_t *size, uint8_t root[TRUST_LEDGER_HASH_LEN])
@@ -2174,7 +2277,7 @@ static int do_append_sign(trust_ledger *l, MDB_txn *txn, void *arg)
 }
 
 int trust_ledger_append_signed(trust_ledger *l, const trust_receipt *receipts, size_t n,
-                               uint64_t *out_indexes,
+                               trust_ledger_budget *budgets, uint64_t *out_indexes,
                                uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN],
                                const char *city, bg_buf *note, bg_errbuf *eb)
 {
@@ -2184,7 +2287,7 @@ int trust_ledger_append_signed(trust_ledger *l, const trust_receipt *receipts, s
     }
     sign_arg a = {.origin = origin};
     bg_buf_init(&a.note);
-    int rc = append_common(l, receipts, n, out_indexes, out_leaf_hashes, &a, eb);
+    int rc = append_common(l, receipts, n, budgets, out_indexes, out_leaf_hashes, &a, eb);
     if (rc == 0 && note != NULL) {
         rc = bg_buf_append(note, a.note.data, a.note.len);
     }

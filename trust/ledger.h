@@ -19,6 +19,9 @@
  *   "by_counterpart"  counterpart city -> u64 index (idem)
  *   "by_time"         u64 time_ms -> u64 index      (idem)
  *   "ledger_info"     "version" -> u32; "checkpoint" -> the last signed checkpoint note
+ *   "budgets"         contract id -> u32 queries used (usage control's count, written in the
+ *                     same transaction as the receipt that uses a query: see
+ *                     trust_ledger_budget)
  * and "checkpoint.key", the Ed25519 signing key (PKCS#8 PEM, mode 0600), beside the files.
  * Commits are fully synchronous (data and meta page): a receipt that was acknowledged, or
  * covered by a signed checkpoint, survives an OS crash, so the ledger can never fork.
@@ -108,6 +111,9 @@ typedef struct trust_receipt {
     bool has_counterpart_ref; /* needs counterpart_city */
     uint64_t counterpart_index;
     uint8_t counterpart_leaf_hash[TRUST_LEDGER_HASH_LEN];
+    /* For a receipt that used one query of its contract's budget: the contract's count after
+     * it. Set by the ledger (trust_ledger_budget); needs |contract_id|. */
+    uint32_t queries_used;
 } trust_receipt;
 
 /* Checks |r| against the rules above. Returns 0, or BG_ERR_INVAL / BG_ERR_RANGE with the field
@@ -198,12 +204,35 @@ int trust_ledger_append_batch(trust_ledger *l, const trust_receipt *receipts, si
                               uint64_t *out_indexes,
                               uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN], bg_errbuf *eb);
 
+/* Usage control's query count, kept in the ledger so that a query's use of its contract's
+ * budget and its receipt commit in ONE transaction: no receipt without its count, no count
+ * without its receipt, and concurrent queries can never overspend (the writer checks each
+ * against the count the receipts before it left). One per receipt of a batch. */
+typedef struct trust_ledger_budget {
+    /* In: how many queries the receipt's contract may have used in this ledger in all; 0: the
+     * receipt uses none (refusals, replays, other kinds). Non-zero needs a contract id. */
+    uint32_t limit;
+    /* Out: the contract's count after the receipt (its |queries_used|); 0 when it used none. */
+    uint32_t used;
+    /* Out: the count had already reached |limit|: nothing was counted and the receipt was
+     * recorded as a refusal instead (kind REFUSAL, decision REFUSED, error_code
+     * BG_ERR_BUDGET_EXHAUSTED, no result digest, no cells suppressed). Release nothing. */
+    bool exhausted;
+} trust_ledger_budget;
+
+/* The number of queries contract |contract_id| (64 hex digits) has used in this ledger, into
+ * |*used| (0 when none). Returns 0, BG_ERR_INVAL (malformed id) or BG_ERR_STORE. */
+int trust_ledger_budget_used(trust_ledger *l, const char *contract_id, uint32_t *used);
+
 /* trust_ledger_append_batch() and trust_ledger_checkpoint_sign() for |city| in the SAME write
  * transaction: the batch and the signed checkpoint of the new head commit together, with one
- * sync. The note is appended to |note| (may be NULL). Returns as trust_ledger_append_batch()
- * (BG_ERR_TLS when signing failed; nothing is then appended). */
+ * sync. The note is appended to |note| (may be NULL). |budgets| (NULL: none; else |n| entries,
+ * |used| and |exhausted| written after the commit) counts queries in the same transaction.
+ * Returns as trust_ledger_append_batch() (BG_ERR_TLS when signing failed; nothing is then
+ * appended; BG_ERR_INVAL also for a budget limit on a receipt without a contract, or a
+ * receipt whose |queries_used| is set by the caller). */
 int trust_ledger_append_signed(trust_ledger *l, const trust_receipt *receipts, size_t n,
-                               uint64_t *out_indexes,
+                               trust_ledger_budget *budgets, uint64_t *out_indexes,
                                uint8_t (*out_leaf_hashes)[TRUST_LEDGER_HASH_LEN],
                                const char *city, bg_buf *note, bg_errbuf *eb);
 

@@ -422,6 +422,7 @@ typedef struct update_arg {
     const uint8_t *digest; /* NULL: not cacheable */
     const uint8_t *answer; /* NULL: none to cache; needs |digest| */
     size_t answer_len;
+    bool no_count; /* spend epsilon only: the query count is the ledger's */
     bool cached; /* out: a cached answer exists, nothing spent */
 } update_arg;
 
@@ -521,7 +522,7 @@ static int do_consume(trust_store *s, MDB_txn *txn, void *arg)
             return rc;
         }
     }
-    if (m.max_queries != 0 && m.used >= m.max_queries) {
+    if (!a->no_count && m.max_queries != 0 && m.used >= m.max_queries) {
         return BG_ERR_BUDGET_EXHAUSTED;
     }
     assert(m.eps_spent_micro <= m.eps_total_micro); /* record_ok() */
@@ -536,7 +537,7 @@ static int do_consume(trust_store *s, MDB_txn *txn, void *arg)
     memcpy(copy, v.mv_data, v.mv_size);
     record_hdr h;
     memcpy(&h, copy, sizeof(h));
-    h.used++;
+    h.used += a->no_count ? 0 : 1;
     h.eps_spent_micro += a->eps_micro;
     memcpy(copy, &h, sizeof(h));
     MDB_val nv = {v.mv_size, copy};
@@ -584,7 +585,8 @@ static int do_batch(trust_store *s, MDB_txn *txn, void *arg)
                         .eps_micro = r->eps_micro,
                         .digest = r->digest,
                         .answer = r->answer,
-                        .answer_len = r->answer_len};
+                        .answer_len = r->answer_len,
+                        .no_count = r->no_count};
         int rc = do_consume(s, txn, &a);
         if (rc == MDB_NOTFOUND) {
             r->result = BG_ERR_NOTFOUND;

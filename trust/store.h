@@ -1,7 +1,8 @@
 /* trust/store.h: the gateway's LMDB store of contracts, keyed by contract id, with the state and
  * usage counters that usage control needs on every query (queries and differential-privacy
  * epsilon), an index by requester, and the cache of published noisy answers. One environment
- * per gateway (the `ledger.path` directory; the receipts ledger of issue 5 will share it). Safe
+ * per gateway (the `ledger.path` directory; the receipts ledger has its own in "receipts/"
+ * beside it, and where it exists it keeps the query count instead: trust_ledger_budget). Safe
  * to use from every worker thread: each call is one LMDB transaction, and writers are
  * serialized by LMDB, so a consume can never overspend a query count or an epsilon budget.
  * Not for: contract encoding or signatures (trust/contract.h), or drawing noise; it stores
@@ -113,6 +114,9 @@ int trust_store_consume(trust_store *s, const char *id, const char *requester, i
  * - |answer|, |answer_len|: an already drawn noisy answer for |digest| (NULL: none yet). On
  *   success it is cached in the same transaction as the spend, so no other query can ever be
  *   answered differently. Needs |digest|; at most TRUST_STORE_NOISE_MAX bytes.
+ * - |no_count|: spend epsilon (and cache) only; the query count is neither checked nor
+ *   counted here (a gateway with a receipts ledger counts queries there, in the receipt's own
+ *   transaction: trust_ledger_budget in trust/ledger.h).
  * All pointers are borrowed for the call. Outputs: |result| and |meta| (below). */
 typedef struct trust_store_consume_req {
     const char *id;
@@ -123,6 +127,7 @@ typedef struct trust_store_consume_req {
     const uint8_t *digest;
     const uint8_t *answer;
     size_t answer_len;
+    bool no_count;
 } trust_store_consume_req;
 
 /* trust_store_consume() for |n| requests in ONE write transaction (group commit: one sync for

@@ -142,7 +142,7 @@ static int one_batch(trust_ledger *l, trust_receipt *rs, size_t n, uint64_t *seq
     bg_errbuf eb = {{0}};
     double t0 = now_s();
     /* the batch and its signed checkpoint in one transaction, as the writer does */
-    int rv = trust_ledger_append_signed(l, rs, n, idx, leaf, "hongkong", NULL, &eb);
+    int rv = trust_ledger_append_signed(l, rs, n, NULL, idx, leaf, "hongkong", NULL, &eb);
     double t1 = now_s();
     if (rv != 0) {
         fprintf(stderr, "ledger_bench: append: %s\n", eb.msg);

@@ -211,6 +211,16 @@ def main(t):
     t.check(ok == 50 and spent == 14,
             "64 concurrent queries, budget 50: %d x 200, %d x 429 budget_exhausted" % (ok, spent),
             sorted(results))
+    # the count is the provider's ledger's: each of the 50 receipts carries its place in the
+    # budget (queries_used 1..50, written with the count), every refusal says budget_exhausted
+    r = hk.get("/v1/receipts?contract=%s&limit=1000" % bid, cert=hk.client("regulator"))
+    recs = (r.json() or {}).get("receipts", []) if r.status == 200 else []
+    used = sorted(x.get("queries_used", 0) for x in recs if x.get("kind") == "query")
+    refused = [x for x in recs if x.get("kind") == "refusal"]
+    t.check(used == list(range(1, 51)) and len(refused) == 14 and
+            all(x.get("error_code") == -207 for x in refused),  # BG_ERR_BUDGET_EXHAUSTED
+            "hongkong's ledger: 50 query receipts numbered 1..50 in the budget, 14 refusals",
+            (used, [(x.get("kind"), x.get("error_code")) for x in refused]))
 
     # ---- expiry: a contract asked to end in a few seconds is refused by both sides after
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))

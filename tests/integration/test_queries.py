@@ -299,6 +299,12 @@ def main(t):
             "near the truth %d" % true40, r1)
     t.check(r2.status == 200 and v2 == v1, "the identical query: the same noisy answer (cache)",
             (r1, r2))
+    # ... which crosses the border again, so it is receipted again (another provider receipt)
+    rc1 = ((r1.json() or {}).get("cities", {}).get("hongkong") or {}).get("receipt") or {}
+    rc2 = ((r2.json() or {}).get("cities", {}).get("hongkong") or {}).get("receipt") or {}
+    t.check(rc1.get("city") == rc2.get("city") == "hongkong" and
+            isinstance(rc2.get("index"), int) and rc2.get("index") != rc1.get("index"),
+            "the cached noisy answer carries its own provider receipt", (rc1, rc2))
     statuses = [dp(41 + i).status for i in range(9)]
     r = dp(60)
     t.check(statuses == [200] * 9 and r.status == 429 and r.error_code() == "budget_exhausted",

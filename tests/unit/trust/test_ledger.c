@@ -956,6 +956,194 @@ static void test_trust_ledger_map_full_grows(void **state)
     remove_dir(dir);
 }
 
+/* ---- query budgets: the count and the receipt in one transaction ---------------------------- */
+
+/* A query receipt of contract |c| (one hex digit, repeated) that uses one query. */
+static void budget_receipt(trust_receipt *r, unsigned i, char c)
+{
+    make_receipt(r, i);
+    r->kind = TRUST_RECEIPT_QUERY;
+    r->decision = TRUST_RECEIPT_ALLOWED;
+    r->error_code = 0;
+    r->has_result_digest = true;
+    r->cells_suppressed = 2;
+    memset(r->contract_id, c, TRUST_RECEIPT_CONTRACT_ID_LEN);
+    r->contract_id[TRUST_RECEIPT_CONTRACT_ID_LEN] = 0;
+}
+
+/* Within and across batches each contract counts on its own; once its limit is reached, the
+ * receipts that would go over are stored as refusals, with nothing counted and no result. */
+static void test_trust_ledger_budget_counts(void **state)
+{
+    fx *f = *state;
+    enum { N = 12 };
+    trust_receipt rs[N];
+    trust_ledger_budget b[N];
+    for (unsigned i = 0; i < N; i++) {
+        budget_receipt(&rs[i], i, i % 3 == 2 ? 'b' : 'a'); /* a: 8 receipts, b: 4 */
+        b[i] = (trust_ledger_budget){.limit = i % 3 == 2 ? 100 : 5, .used = 77, .exhausted = true};
+    }
+    b[N - 1].limit = 0; /* uses no query (a replay, say) */
+    bg_errbuf eb;
+    uint64_t idx[N];
+    assert_int_equal(trust_ledger_append_signed(f->l, rs, N, b, idx, NULL, "hongkong", NULL, &eb),
+                     0);
+    unsigned a_used = 0, b_used = 0;
+    for (unsigned i = 0; i < N; i++) {
+        trust_receipt got;
+        assert_int_equal(trust_ledger_get(f->l, idx[i], NULL, &got), 0);
+        if (b[i].limit == 0) {
+            assert_false(b[i].exhausted);
+            assert_int_equal(b[i].used, 0);
+            assert_int_equal(got.queries_used, 0);
+            assert_int_equal(got.kind, TRUST_RECEIPT_QUERY);
+            continue;
+        }
+        unsigned *n = rs[i].contract_id[0] == 'a' ? &a_used : &b_used;
+        if (*n < b[i].limit) {
+            ++*n;
+            assert_false(b[i].exhausted);
+            assert_int_equal(b[i].used, *n);
+            assert_int_equal(got.queries_used, *n);
+            assert_int_equal(got.kind, TRUST_RECEIPT_QUERY);
+            assert_int_equal(got.decision, TRUST_RECEIPT_ALLOWED);
+            assert_true(got.has_result_digest);
+        } else {
+            assert_true(b[i].exhausted);
+            assert_int_equal(b[i].used, 0);
+            assert_int_equal(got.queries_used, 0);
+            assert_int_equal(got.kind, TRUST_RECEIPT_REFUSAL);
+            assert_int_equal(got.decision, TRUST_RECEIPT_REFUSED);
+            assert_int_equal(got.error_code, BG_ERR_BUDGET_EXHAUSTED);
+            assert_false(got.has_result_digest);
+            assert_int_equal(got.cells_suppressed, 0);
+        }
+    }
+    assert_int_equal(a_used, 5);
+    assert_int_equal(b_used, 3);
+    char ida[TRUST_RECEIPT_CONTRACT_ID_LEN + 1], idb[TRUST_RECEIPT_CONTRACT_ID_LEN + 1];
+    memset(ida, 'a', TRUST_RECEIPT_CONTRACT_ID_LEN);
+    memset(idb, 'b', TRUST_RECEIPT_CONTRACT_ID_LEN);
+    ida[TRUST_RECEIPT_CONTRACT_ID_LEN] = idb[TRUST_RECEIPT_CONTRACT_ID_LEN] = 0;
+    uint32_t used;
+    assert_int_equal(trust_ledger_budget_used(f->l, ida, &used), 0);
+    assert_int_equal(used, 5);
+    assert_int_equal(trust_ledger_budget_used(f->l, idb, &used), 0);
+    assert_int_equal(used, 3);
+    /* the next batch goes on from the stored count: a raised limit allows one more */
+    budget_receipt(&rs[0], 100, 'a');
+    b[0] = (trust_ledger_budget){.limit = 6};
+    assert_int_equal(trust_ledger_append_signed(f->l, rs, 1, b, NULL, NULL, "hongkong", NULL, &eb),
+                     0);
+    assert_false(b[0].exhausted);
+    assert_int_equal(b[0].used, 6);
+    assert_int_equal(trust_ledger_budget_used(f->l, ida, &used), 0);
+    assert_int_equal(used, 6);
+    /* a contract never seen: 0; a malformed id: refused */
+    char idc[TRUST_RECEIPT_CONTRACT_ID_LEN + 1];
+    memset(idc, 'c', TRUST_RECEIPT_CONTRACT_ID_LEN);
+    idc[TRUST_RECEIPT_CONTRACT_ID_LEN] = 0;
+    assert_int_equal(trust_ledger_budget_used(f->l, idc, &used), 0);
+    assert_int_equal(used, 0);
+    assert_int_equal(trust_ledger_budget_used(f->l, "abc", &used), BG_ERR_INVAL);
+    idc[3] = 'G';
+    assert_int_equal(trust_ledger_budget_used(f->l, idc, &used), BG_ERR_INVAL);
+    uint64_t bad;
+    assert_int_equal(trust_ledger_verify(f->l, true, &bad), 0);
+}
+
+/* A budget on a receipt without a contract, or a count the caller made up, appends nothing. */
+static void test_trust_ledger_budget_refused(void **state)
+{
+    fx *f = *state;
+    trust_receipt rs[2];
+    trust_ledger_budget b[2] = {{.limit = 3}, {.limit = 3}};
+    budget_receipt(&rs[0], 0, 'a');
+    budget_receipt(&rs[1], 1, 'a');
+    rs[1].contract_id[0] = 0;
+    bg_errbuf eb;
+    assert_int_equal(trust_ledger_append_signed(f->l, rs, 2, b, NULL, NULL, "hongkong", NULL, &eb),
+                     BG_ERR_INVAL);
+    assert_non_null(strstr(eb.msg, "receipt 1"));
+    budget_receipt(&rs[1], 1, 'a');
+    rs[1].queries_used = 1;
+    assert_int_equal(trust_ledger_append_signed(f->l, rs, 2, b, NULL, NULL, "hongkong", NULL, &eb),
+                     BG_ERR_INVAL);
+    uint64_t size;
+    assert_int_equal(trust_ledger_size(f->l, &size), 0);
+    assert_int_equal(size, 0);
+    char ida[TRUST_RECEIPT_CONTRACT_ID_LEN + 1];
+    memset(ida, 'a', TRUST_RECEIPT_CONTRACT_ID_LEN);
+    ida[TRUST_RECEIPT_CONTRACT_ID_LEN] = 0;
+    uint32_t used = 9;
+    assert_int_equal(trust_ledger_budget_used(f->l, ida, &used), 0);
+    assert_int_equal(used, 0);
+    /* queries_used is encoded, and needs a contract */
+    trust_receipt r, back;
+    budget_receipt(&r, 5, 'a');
+    r.queries_used = 42;
+    bg_buf enc;
+    bg_buf_init(&enc);
+    assert_int_equal(trust_receipt_encode(&r, &enc, NULL), 0);
+    assert_int_equal(trust_receipt_decode(&back, enc.data, enc.len, NULL), 0);
+    assert_int_equal(back.queries_used, 42);
+    bg_buf_dispose(&enc);
+    r.contract_id[0] = 0;
+    assert_int_equal(trust_receipt_check(&r, NULL), BG_ERR_INVAL);
+}
+
+typedef struct budget_thread {
+    trust_ledger *l;
+    unsigned from, n, ok, refused;
+} budget_thread;
+
+static void *budget_writer(void *arg)
+{
+    budget_thread *t = arg;
+    for (unsigned i = 0; i < t->n; i += 4) { /* batches of 4, racing the other thread */
+        trust_receipt rs[4];
+        trust_ledger_budget b[4];
+        unsigned k = t->n - i < 4 ? t->n - i : 4;
+        for (unsigned j = 0; j < k; j++) {
+            budget_receipt(&rs[j], t->from + i + j, 'd');
+            b[j] = (trust_ledger_budget){.limit = 50};
+        }
+        if (trust_ledger_append_signed(t->l, rs, k, b, NULL, NULL, "hongkong", NULL, NULL) != 0) {
+            return NULL;
+        }
+        for (unsigned j = 0; j < k; j++) {
+            t->ok += !b[j].exhausted;
+            t->refused += b[j].exhausted;
+        }
+    }
+    return NULL;
+}
+
+/* 64 queries from two threads at once against a limit of 50: exactly 50 counted. */
+static void test_trust_ledger_budget_concurrent(void **state)
+{
+    fx *f = *state;
+    budget_thread t[2] = {{f->l, 0, 32, 0, 0}, {f->l, 1000, 32, 0, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&th[i], NULL, budget_writer, &t[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+    }
+    assert_int_equal(t[0].ok + t[1].ok, 50);
+    assert_int_equal(t[0].refused + t[1].refused, 14);
+    char idd[TRUST_RECEIPT_CONTRACT_ID_LEN + 1];
+    memset(idd, 'd', TRUST_RECEIPT_CONTRACT_ID_LEN);
+    idd[TRUST_RECEIPT_CONTRACT_ID_LEN] = 0;
+    uint32_t used;
+    assert_int_equal(trust_ledger_budget_used(f->l, idd, &used), 0);
+    assert_int_equal(used, 50);
+    uint64_t size;
+    assert_int_equal(trust_ledger_size(f->l, &size), 0);
+    assert_int_equal(size, 64);
+}
+
 /* The batch and its checkpoint in one transaction: the stored checkpoint is the new head's,
  * it verifies, and a tiny map that must grow mid-transaction still ends consistent. */
 static void test_trust_ledger_append_signed(void **state)
@@ -973,7 +1161,7 @@ static void test_trust_ledger_append_signed(void **state)
     bg_buf_init(&note);
     bg_buf_init(&key);
     bg_errbuf eb;
-    assert_int_equal(trust_ledger_append_signed(l, rs, 700, NULL, NULL, "hongkong", &note, &eb),
+    assert_int_equal(trust_ledger_append_signed(l, rs, 700, NULL, NULL, NULL, "hongkong", &note, &eb),
                      0);
     assert_int_equal(trust_ledger_verifier_key(l, "hongkong", &key), 0);
     assert_int_equal(bg_buf_append(&key, "", 1), 0);
@@ -992,7 +1180,7 @@ static void test_trust_ledger_append_signed(void **state)
     uint64_t bad;
     assert_int_equal(trust_ledger_verify(l, true, &bad), 0);
     /* a bad city appends nothing */
-    assert_int_equal(trust_ledger_append_signed(l, rs, 1, NULL, NULL, "Bad City", NULL, &eb),
+    assert_int_equal(trust_ledger_append_signed(l, rs, 1, NULL, NULL, NULL, "Bad City", NULL, &eb),
                      BG_ERR_INVAL);
     uint64_t size;
     assert_int_equal(trust_ledger_size(l, &size), 0);
@@ -1531,6 +1719,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trust_ledger_time_is_monotonic, setup, teardown),
         cmocka_unit_test(test_trust_ledger_map_full_grows),
         cmocka_unit_test(test_trust_ledger_append_signed),
+        cmocka_unit_test_setup_teardown(test_trust_ledger_budget_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trust_ledger_budget_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trust_ledger_budget_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_ledger_reopen_keeps_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_ledger_verify_detects_tamper, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_ledger_checkpoint_roundtrip, setup, teardown),
