@@ -2517,6 +2517,88 @@ done:
     return rc;
 }
 
+/* Full check of the query counts: for every contract with receipts, the receipts that used a
+ * query carry 1, 2, ... in index order, and the stored count is the last of them; a stored
+ * count for a contract without receipts must be 0. A count set back (or forward) by hand, a
+ * queries_used altered, or a receipt of the sequence deleted is named. */
+static int verify_budgets(tree *t, uint64_t size, verify_arg *a)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->l->by_contract, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+    trust_receipt *r = malloc(sizeof(*r));
+    if (r == NULL) {
+        mdb_cursor_close(cur);
+        return BG_ERR_NOMEM;
+    }
+    MDB_val k, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        MDB_val ck = k; /* the contract id: valid while the txn is */
+        uint32_t seen = 0;
+        uint64_t last = UINT64_MAX;
+        for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+            uint64_t i = v.mv_size == 8 ? get_be64(v.mv_data) : UINT64_MAX;
+            if (i >= size) {
+                continue; /* verify_leaves() judges the receipts themselves */
+            }
+            uint8_t kb[8];
+            put_be64(kb, i);
+            MDB_val rk = {8, kb}, rv;
+            if (mdb_get(t->txn, t->l->receipts, &rk, &rv) != 0 ||
+                trust_receipt_decode(r, rv.mv_data, rv.mv_size, NULL) != 0) {
+                continue; /* idem */
+            }
+            if (r->queries_used > 0) {
+                if (r->queries_used != seen + 1 || ck.mv_size != TRUST_RECEIPT_CONTRACT_ID_LEN ||
+                    memcmp(r->contract_id, ck.mv_data, ck.mv_size) != 0) {
+                    mark_bad(a, i);
+                }
+                seen = r->queries_used;
+                last = i;
+            }
+        }
+        if (rc != MDB_NOTFOUND) {
+            break;
+        }
+        MDB_val bv;
+        int brc = mdb_get(t->txn, t->l->budgets, &ck, &bv);
+        uint32_t stored = brc == 0 && bv.mv_size == 4 ? get_be32(bv.mv_data) : 0;
+        if ((brc != 0 && brc != MDB_NOTFOUND) || (brc == 0 && bv.mv_size != 4)) {
+            rc = brc != 0 ? brc : MDB_CORRUPTED;
+            if (rc == MDB_CORRUPTED) {
+                mark_bad(a, last);
+                rc = 0;
+            } else {
+                break;
+            }
+        } else if (stored != seen) {
+            mark_bad(a, last); /* UINT64_MAX when no receipt used a query: the count alone */
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP);
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) { /* counts of contracts that have no receipt at all */
+        rc = mdb_cursor_open(t->txn, t->l->budgets, &cur);
+        if (rc == 0) {
+            MDB_cursor_op op = MDB_FIRST;
+            while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                op = MDB_NEXT;
+                MDB_val iv;
+                if (mdb_get(t->txn, t->l->by_contract, &k, &iv) == MDB_NOTFOUND &&
+                    !(v.mv_size == 4 && get_be32(v.mv_data) == 0)) {
+                    a->bad = true;
+                }
+            }
+            mdb_cursor_close(cur);
+        }
+    }
+    free(r);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 static int do_verify(tree *t, uint64_t size, void *arg)
 {
     verify_arg *a = arg;
@@ -2533,6 +2615,9 @@ static int do_verify(tree *t, uint64_t size, void *arg)
         }
         if ((uint64_t)st.ms_entries != 2 * size - popcount64(size)) {
             a->bad = true;
+        }
+        if ((rc = verify_budgets(t, size, a)) != 0) {
+            return rc;
         }
     }
     uint8_t root[HASH];

@@ -1288,6 +1288,39 @@ static void tamper_receipt(const char *dir, uint64_t index)
     tamper(dir, "receipts", kb, 8, 20);
 }
 
+/* A query count set back by hand (to give a contract more queries) fails the full check, which
+ * names the last receipt that used a query of that contract. */
+static void test_trust_ledger_budget_tamper(void **state)
+{
+    fx *f = *state;
+    enum { N = 6 };
+    trust_receipt rs[N];
+    trust_ledger_budget b[N];
+    uint64_t idx[N];
+    for (unsigned i = 0; i < N; i++) {
+        budget_receipt(&rs[i], i, 'e');
+        b[i] = (trust_ledger_budget){.limit = 10};
+    }
+    assert_int_equal(trust_ledger_append_signed(f->l, rs, N, b, idx, NULL, CITY, NULL, NULL), 0);
+    uint64_t bad;
+    assert_int_equal(trust_ledger_verify(f->l, true, &bad), 0);
+    trust_ledger_close(f->l);
+    char ide[TRUST_RECEIPT_CONTRACT_ID_LEN + 1];
+    memset(ide, 'e', TRUST_RECEIPT_CONTRACT_ID_LEN);
+    ide[TRUST_RECEIPT_CONTRACT_ID_LEN] = 0;
+    tamper(f->dir, "budgets", ide, TRUST_RECEIPT_CONTRACT_ID_LEN, 3); /* 6 -> 38 */
+    f->l = open_ledger(f->dir, 0);
+    uint32_t used;
+    assert_int_equal(trust_ledger_budget_used(f->l, ide, &used), 0);
+    assert_int_equal(used, 6 ^ 0x20);
+    assert_int_equal(trust_ledger_verify(f->l, true, &bad), BG_ERR_SIGNATURE);
+    assert_int_equal(bad, idx[N - 1]);
+    trust_ledger_close(f->l);
+    tamper(f->dir, "budgets", ide, TRUST_RECEIPT_CONTRACT_ID_LEN, 3); /* back to 6 */
+    f->l = open_ledger(f->dir, 0);
+    assert_int_equal(trust_ledger_verify(f->l, true, &bad), 0);
+}
+
 static void test_trust_ledger_verify_detects_tamper(void **state)
 {
     fx *f = *state;
@@ -1724,6 +1757,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trust_ledger_budget_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_ledger_reopen_keeps_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_ledger_verify_detects_tamper, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trust_ledger_budget_tamper, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trust_ledger_checkpoint_roundtrip, setup, teardown),
         cmocka_unit_test(test_trust_ledger_loads_existing_key),
         cmocka_unit_test_setup_teardown(test_trust_ledger_query_paging, setup, teardown),
