@@ -211,7 +211,14 @@ void gw_receipts_stop(gw_server *srv);
 /* Any loop thread: queues |r| for the next group commit. Without a ledger the result is an
  * immediate BG_ERR_STORE (delivered the same way). */
 void gw_receipts_submit(gw_server *srv, gw_receipt_req *r);
-void gw_receipts_stats(gw_server *srv, uint64_t *appended, uint64_t *failed, uint64_t *batches);
+/* The writer's counters since start (all 0 without a ledger). */
+typedef struct gw_receipts_stat {
+    uint64_t appended, failed; /* receipts */
+    uint64_t batches;          /* group commits (one checkpoint each) */
+    uint64_t commit_us;        /* wall time of those commits: append, sign, sync */
+    uint64_t budget_refused;   /* releases refused by the count in the commit (over budget) */
+} gw_receipts_stat;
+void gw_receipts_stats(gw_server *srv, gw_receipts_stat *out);
 /* Loop thread: records |receipt| (copied) with nobody waiting for it: refusals and contract
  * events, which release no data. A failed append is logged. No-op without a ledger. */
 void gw_receipts_event(gw_worker *w, const trust_receipt *receipt);

@@ -444,8 +444,9 @@ static void handle_metrics(gw_stream *s)
     bg_buf out;
     bg_buf_init(&out);
     gw_server *srv = s->conn->w->srv;
-    uint64_t appended, failed, batches, size = 0;
-    gw_receipts_stats(srv, &appended, &failed, &batches);
+    uint64_t size = 0;
+    gw_receipts_stat st;
+    gw_receipts_stats(srv, &st);
     if (srv->ledger != NULL) {
         trust_ledger_size(srv->ledger, &size);
     }
@@ -458,14 +459,24 @@ static void handle_metrics(gw_stream *s)
                        "# HELP baygate_ledger_batches_total Group commits (one checkpoint each).\n"
                        "# TYPE baygate_ledger_batches_total counter\n"
                        "baygate_ledger_batches_total %llu\n"
+                       "# HELP baygate_ledger_commit_seconds Wall time of the group commits "
+                       "(append, query counts, checkpoint signature, sync).\n"
+                       "# TYPE baygate_ledger_commit_seconds summary\n"
+                       "baygate_ledger_commit_seconds_sum %.6f\n"
+                       "baygate_ledger_commit_seconds_count %llu\n"
+                       "# HELP baygate_ledger_budget_refusals_total Releases recorded as refusals "
+                       "because concurrent queries had used the contract's last queries.\n"
+                       "# TYPE baygate_ledger_budget_refusals_total counter\n"
+                       "baygate_ledger_budget_refusals_total %llu\n"
                        "# HELP baygate_witness_split_views_total Split views seen of peers.\n"
                        "# TYPE baygate_witness_split_views_total counter\n"
                        "baygate_witness_split_views_total %llu\n"
                        "# HELP baygate_ledger_size Receipts in the ledger.\n"
                        "# TYPE baygate_ledger_size gauge\n"
                        "baygate_ledger_size %llu\n",
-                       (unsigned long long)appended, (unsigned long long)failed,
-                       (unsigned long long)batches,
+                       (unsigned long long)st.appended, (unsigned long long)st.failed,
+                       (unsigned long long)st.batches, (double)st.commit_us / 1e6,
+                       (unsigned long long)st.batches, (unsigned long long)st.budget_refused,
                        (unsigned long long)gw_witness_split_views(srv),
                        (unsigned long long)size) != 0) {
         bg_buf_dispose(&out);

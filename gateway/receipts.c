@@ -23,7 +23,7 @@ struct gw_receipts {
     gw_receipt_req *head, *tail; /* FIFO of pending appends */
     bool stop;
     bool started;
-    uint64_t batches, appended, failed;
+    uint64_t batches, appended, failed, commit_us, budget_refused;
 };
 
 static void *writer_main(void *arg)
@@ -60,10 +60,16 @@ static void *writer_main(void *arg)
             batch[i] = reqs[i]->receipt;
             bud[i] = (trust_ledger_budget){.limit = reqs[i]->budget.limit};
         }
+        uint64_t t0 = bg_now_us();
         if (rv == 0) { /* the batch, the query counts it uses and its signed checkpoint: one
                         * transaction, one sync */
             rv = trust_ledger_append_signed(led, batch, n, bud, idx, leaf, rc->srv->cfg->city, NULL,
                                             &eb);
+        }
+        uint64_t took = bg_now_us() - t0;
+        size_t over = 0;
+        for (size_t i = 0; rv == 0 && i < n; i++) {
+            over += bud[i].exhausted;
         }
         if (rv != 0) {
             bg_log(BG_LOG_ERROR, "msg=\"ledger append failed\" receipts=%zu err=%s why=\"%s\"", n,
@@ -71,6 +77,8 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_lock(&rc->mu);
         rc->batches++;
+        rc->commit_us += took;
+        rc->budget_refused += over;
         if (rv == 0) {
             rc->appended += n;
         } else {
@@ -152,15 +160,17 @@ void gw_receipts_submit(gw_server *srv, gw_receipt_req *r)
     pthread_mutex_unlock(&rc->mu);
 }
 
-void gw_receipts_stats(gw_server *srv, uint64_t *appended, uint64_t *failed, uint64_t *batches)
+void gw_receipts_stats(gw_server *srv, gw_receipts_stat *out)
 {
     gw_receipts *rc = srv->receipts;
-    *appended = *failed = *batches = 0;
+    memset(out, 0, sizeof(*out));
     if (rc != NULL) {
         pthread_mutex_lock(&rc->mu);
-        *appended = rc->appended;
-        *failed = rc->failed;
-        *batches = rc->batches;
+        out->appended = rc->appended;
+        out->failed = rc->failed;
+        out->batches = rc->batches;
+        out->commit_us = rc->commit_us;
+        out->budget_refused = rc->budget_refused;
         pthread_mutex_unlock(&rc->mu);
     }
 }

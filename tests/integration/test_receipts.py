@@ -193,6 +193,12 @@ def main(t):
     t.check(r.status == 200 and mm is not None and int(mm.group(1)) >= n2 and
             'baygate_ledger_receipts_total{result="failed"} 0' in r.body,
             "/metrics shows the ledger's size and no failed receipt", (r.body or "")[-600:])
+    cs = re.search(r'baygate_ledger_commit_seconds_sum ([0-9.]+)\nbaygate_ledger_commit_seconds_count (\d+)',
+                   r.body or "")
+    nb = re.search(r'baygate_ledger_batches_total (\d+)', r.body or "")
+    t.check(cs is not None and nb is not None and int(cs.group(2)) == int(nb.group(1)) > 0 and
+            0 < float(cs.group(1)) < 60 * int(nb.group(1)),
+            "/metrics shows the ledger's commit time, one sample per batch", (r.body or "")[-900:])
     r = get(hk, "/v1/receipts/0", hk.client("firm"))
     t.check(r.status == 403, "a firm cannot read the ledger: 403", r)
     r = get(hk, "/v1/receipts/0", reg_gz)
