@@ -1258,39 +1258,107 @@ bool gw_contracts_limits(gw_worker *w, const char *id, uint32_t *k, double *epsi
     return true;
 }
 
-/* The group commit: every budget consumption queued during this callback in one LMDB
- * transaction, then each query goes on or is refused. Runs from gw_worker_run_deferred(). */
+#define CONSUME_MAX (sizeof(((gw_worker *)0)->consume) / sizeof(gw_stream *))
+
+/* One group commit of the contract store on the ledger's writer thread: everything it reads
+ * is copied here, since the streams may go while it runs (their slot in |who| is then NULL). */
+typedef struct consume_job {
+    gw_store_job base;
+    trust_store *store;
+    int64_t now;
+    size_t n;
+    gw_stream *who[CONSUME_MAX];
+    trust_store_consume_req reqs[CONSUME_MAX];
+    char id[CONSUME_MAX][TRUST_STORE_ID_LEN + 1];
+    char requester[CONSUME_MAX][TRUST_STORE_REQUESTER_MAX + 1];
+    uint8_t digest[CONSUME_MAX][TRUST_STORE_DIGEST_LEN];
+} consume_job;
+
+static void consume_run(gw_store_job *j)
+{
+    consume_job *c = (consume_job *)(void *)j;
+    trust_store_consume_batch(c->store, c->reqs, c->n, c->now);
+}
+
+/* Back on the loop: each query goes on or is refused. */
+static void consume_done(gw_job *j)
+{
+    consume_job *c = (consume_job *)(void *)j;
+    for (size_t i = 0; i < c->n; i++) {
+        gw_stream *s = c->who[i];
+        if (s == NULL) {
+            continue; /* gone meanwhile; what was spent stays spent */
+        }
+        s->in_consume = false;
+        s->consume_job = NULL;
+        if (s->responded) {
+            continue; /* answered meanwhile (its deadline passed) */
+        }
+        if (c->reqs[i].result == 0) {
+            gw_request_resume(s);
+        } else if (c->reqs[i].result == TRUST_STORE_CACHED) {
+            s->budget_limit = 0;
+            gw_queries_fed_cached(s); /* the same noisy answer again, at no cost */
+        } else {
+            refuse(s, c->reqs[i].result, s->contract);
+        }
+    }
+    free(c);
+}
+
+static void consume_discard(gw_job *j)
+{
+    free(j);
+}
+
+/* The group commit: every epsilon spend (with a ledger; also the query count without one)
+ * queued during this callback in one LMDB transaction of the contract store, run on the
+ * ledger's writer thread so that this loop never waits for its sync. Runs from
+ * gw_worker_run_deferred(). */
 static void run_consume(gw_flushable *f)
 {
     gw_worker *w = (gw_worker *)(void *)((char *)f - offsetof(gw_worker, consume_fl));
-    trust_store_consume_req reqs[sizeof(w->consume) / sizeof(w->consume[0])];
-    gw_stream *who[sizeof(w->consume) / sizeof(w->consume[0])];
-    size_t n = 0;
+    consume_job *c = malloc(sizeof(*c));
+    if (c == NULL) {
+        for (size_t i = 0; i < w->nconsume; i++) {
+            gw_stream *s = w->consume[i];
+            if (s != NULL) {
+                s->in_consume = false;
+                gw_stream_error(s, 503, "store_unavailable", "out of memory");
+            }
+        }
+        w->nconsume = 0;
+        return;
+    }
+    c->base.w = w;
+    c->base.run = consume_run;
+    c->base.job.deliver = consume_done;
+    c->base.job.discard = consume_discard;
+    c->store = w->srv->store;
+    c->now = now_s();
+    c->n = 0;
     for (size_t i = 0; i < w->nconsume; i++) {
         gw_stream *s = w->consume[i];
         if (s == NULL) {
             continue;
         }
-        s->in_consume = false;
-        who[n] = s;
-        reqs[n] = (trust_store_consume_req){.id = s->contract, .requester = s->requester,
-                                            .eps_micro = s->eps_micro,
-                                            .digest = s->eps_micro > 0 ? s->digest : NULL,
-                                            .no_count = w->srv->ledger != NULL};
-        n++;
+        size_t k = c->n++;
+        c->who[k] = s;
+        s->consume_job = c;
+        bg_strlcpy(c->id[k], s->contract, sizeof(c->id[k]));
+        bg_strlcpy(c->requester[k], s->requester, sizeof(c->requester[k]));
+        memcpy(c->digest[k], s->digest, sizeof(c->digest[k]));
+        c->reqs[k] = (trust_store_consume_req){.id = c->id[k], .requester = c->requester[k],
+                                               .eps_micro = s->eps_micro,
+                                               .digest = s->eps_micro > 0 ? c->digest[k] : NULL,
+                                               .no_count = w->srv->ledger != NULL};
     }
     w->nconsume = 0;
-    trust_store_consume_batch(w->srv->store, reqs, n, now_s());
-    for (size_t i = 0; i < n; i++) {
-        if (reqs[i].result == 0) {
-            gw_request_resume(who[i]);
-        } else if (reqs[i].result == TRUST_STORE_CACHED) {
-            who[i]->budget_limit = 0;
-            gw_queries_fed_cached(who[i]); /* the same noisy answer again, at no cost */
-        } else {
-            refuse(who[i], reqs[i].result, who[i]->contract);
-        }
+    if (c->n == 0) {
+        free(c);
+        return;
     }
+    gw_receipts_store_job(w->srv, &c->base);
 }
 
 void gw_contracts_cancel(gw_stream *s)
@@ -1301,6 +1369,13 @@ void gw_contracts_cancel(gw_stream *s)
             w->consume[i] = NULL;
         }
     }
+    consume_job *c = s->consume_job;
+    for (size_t i = 0; c != NULL && i < c->n; i++) {
+        if (c->who[i] == s) {
+            c->who[i] = NULL;
+        }
+    }
+    s->consume_job = NULL;
     s->in_consume = false;
 }
 
@@ -1386,8 +1461,8 @@ gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
         return GW_ENFORCE_GO; /* counted with the receipt */
     }
     /* the budget (with a ledger: the epsilon only): queued for this iteration's group commit */
-    if (w->nconsume == sizeof(w->consume) / sizeof(w->consume[0])) {
-        run_consume(&w->consume_fl); /* full: commit what is queued first */
+    if (w->nconsume == CONSUME_MAX) {
+        run_consume(&w->consume_fl); /* full: send what is queued first */
     }
     w->consume_fl.run = run_consume;
     w->consume[w->nconsume++] = s;

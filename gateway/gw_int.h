@@ -208,6 +208,18 @@ typedef struct gw_receipts gw_receipts;
 int gw_receipts_start(gw_server *srv, bg_errbuf *eb);
 /* Appends what is queued, posts the results, joins the thread (after the workers stopped). */
 void gw_receipts_stop(gw_server *srv);
+/* A contract-store write a loop waits for, run on the ledger's writer thread so that no event
+ * loop waits for a disk sync: |run| runs there (it must touch nothing of the loop's: copy what
+ * it needs into the job first), then |job| is posted to |w|. */
+typedef struct gw_store_job gw_store_job;
+struct gw_store_job {
+    gw_job job;
+    gw_store_job *next;
+    gw_worker *w;
+    void (*run)(gw_store_job *j);
+};
+/* Any loop thread: queues |j| (without a writer thread, runs it at once; delivered alike). */
+void gw_receipts_store_job(gw_server *srv, gw_store_job *j);
 /* Any loop thread: queues |r| for the next group commit. Without a ledger the result is an
  * immediate BG_ERR_STORE (delivered the same way). */
 void gw_receipts_submit(gw_server *srv, gw_receipt_req *r);
@@ -271,7 +283,8 @@ struct gw_stream {
     uint64_t start_us;
     uint64_t bytes_in, bytes_out;
     void *ctx;                 /* a handler's state across outbound calls (contracts) */
-    bool in_consume;           /* waiting in w->consume for the group commit */
+    bool in_consume;           /* waiting in w->consume, or in |consume_job|, for its commit */
+    void *consume_job;         /* contracts.c: the store commit it waits for, once sent */
     uint64_t eps_micro;        /* provider: privacy budget this query spends (0: none) */
     /* provider with a ledger: the contract's query limit in the ledger's count
      * (trust_ledger_budget.limit; 0: this release uses no query, e.g. a cached noisy answer) */

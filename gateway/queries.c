@@ -399,9 +399,69 @@ static void receipt_base(trust_receipt *r, gw_stream *s, const char *self)
     bg_strlcpy(r->counterpart_city, r->home_city, sizeof(r->counterpart_city));
 }
 
+static bool provider_receipt(xjob *x, gw_stream *s);
+
+/* The noise cache's write, on the ledger's writer thread (it syncs): |x| stays alive while
+ * queued (xjob_ctx_free only drops |x->s|), and the loop touches none of what is read here. */
+typedef struct noise_job {
+    gw_store_job base;
+    xjob *x;
+    int rv;
+    bg_buf first; /* the answer ever published for this query */
+} noise_job;
+
+static void noise_run(gw_store_job *j)
+{
+    noise_job *n = (noise_job *)(void *)j;
+    xjob *x = n->x;
+    trust_store *st = x->w->srv->store;
+    n->rv = trust_store_noise_put(st, x->contract, x->digest, x->answer, x->answer_len);
+    if (n->rv == 0 || n->rv == BG_ERR_EXISTS) {
+        n->rv = trust_store_noise_get(st, x->contract, x->digest, &n->first);
+    }
+}
+
+static void noise_done(gw_job *j)
+{
+    noise_job *n = (noise_job *)(void *)j;
+    xjob *x = n->x;
+    x->queued = false;
+    gw_stream *s = x->s;
+    if (s == NULL) { /* gone meanwhile; the noisy answer stays cached (spent) */
+        xjob_free(x);
+    } else {
+        s->ctx = NULL;
+        s->ctx_free = NULL;
+        if (n->rv != 0) {
+            gw_stream_error(s, 503, "store_unavailable",
+                            "the noisy answer could not be recorded: %s", bg_strerror(n->rv));
+            xjob_free(x);
+        } else {
+            free(x->answer);
+            x->answer = n->first.data; /* taken */
+            x->answer_len = n->first.len;
+            bg_buf_init(&n->first);
+            if (!provider_receipt(x, s)) {
+                xjob_free(x);
+            }
+        }
+    }
+    bg_buf_dispose(&n->first);
+    free(n);
+}
+
+static void noise_discard(gw_job *j)
+{
+    noise_job *n = (noise_job *)(void *)j;
+    xjob_free(n->x);
+    bg_buf_dispose(&n->first);
+    free(n);
+}
+
 /* Answers leg stream |s| with |x|'s outcome. A noisy answer goes through the contract's noise
- * cache first, so that only the first noisy answer to a query is ever published. With a
- * ledger, the answer waits for its receipt (on_provider_receipt): |x| is then kept (true). */
+ * cache first (noise_job), so that only the first noisy answer to a query is ever published.
+ * With a ledger, the answer waits for its receipt (on_provider_receipt). Returns true when |x|
+ * is kept for later (noise cache or receipt), false when the caller frees it. */
 static bool provider_publish(xjob *x, gw_stream *s)
 {
     if (x->status != 200) {
@@ -409,21 +469,30 @@ static bool provider_publish(xjob *x, gw_stream *s)
         return false;
     }
     if (x->eps_micro > 0) { /* the first noisy answer to this query is the one ever published */
-        trust_store *st = x->w->srv->store;
-        bg_buf first;
-        bg_buf_init(&first);
-        int rv = trust_store_noise_put(st, x->contract, x->digest, x->answer, x->answer_len);
-        if ((rv != 0 && rv != BG_ERR_EXISTS) ||
-            trust_store_noise_get(st, x->contract, x->digest, &first) != 0) {
-            bg_buf_dispose(&first);
-            gw_stream_error(s, 503, "store_unavailable",
-                            "the noisy answer could not be recorded: %s", bg_strerror(rv));
+        noise_job *n = calloc(1, sizeof(*n));
+        if (n == NULL) {
+            gw_stream_error(s, 503, "store_unavailable", "out of memory");
             return false;
         }
-        free(x->answer);
-        x->answer = first.data; /* taken */
-        x->answer_len = first.len;
+        n->x = x;
+        bg_buf_init(&n->first);
+        n->base.w = x->w;
+        n->base.run = noise_run;
+        n->base.job.deliver = noise_done;
+        n->base.job.discard = noise_discard;
+        x->s = s;
+        x->queued = true; /* the stream going away leaves |x| to noise_done */
+        s->ctx = x;
+        s->ctx_free = xjob_ctx_free;
+        gw_receipts_store_job(x->w->srv, &n->base);
+        return true;
     }
+    return provider_receipt(x, s);
+}
+
+/* |x|'s answer (final: noise drawn and cached) is released once its receipt committed. */
+static bool provider_receipt(xjob *x, gw_stream *s)
+{
     if (x->w->srv->ledger == NULL) {
         respond_leg(x, s, x->answer, x->answer_len);
         return false;

@@ -2,7 +2,9 @@
  * receipts; a writer thread appends everything pending in one LMDB transaction (group commit),
  * signs one checkpoint for the batch, and hands each receipt's index and leaf hash back to the
  * worker's loop, which only then releases what the receipt covers. A failed append fails every
- * receipt of the batch: the caller answers 503 ledger_unavailable and releases nothing.
+ * receipt of the batch: the caller answers 503 ledger_unavailable and releases nothing. The
+ * same thread runs the contract store's writes that a query waits for (epsilon spends, the
+ * noise cache: gw_receipts_store_job), so that no event loop ever waits for a disk sync.
  * Not for: what goes into a receipt (queries.c, contracts.c) or the regulators' API
  * (ledger_api.c). */
 #include "gateway/gw_int.h"
@@ -21,6 +23,7 @@ struct gw_receipts {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     gw_receipt_req *head, *tail; /* FIFO of pending appends */
+    gw_store_job *jhead, *jtail; /* FIFO of contract-store writes (gw_receipts_store_job) */
     bool stop;
     bool started;
     uint64_t batches, appended, failed, commit_us, budget_refused;
@@ -37,13 +40,15 @@ static void *writer_main(void *arg)
     gw_receipt_req *reqs[WRITER_BATCH_MAX];
     for (;;) {
         pthread_mutex_lock(&rc->mu);
-        while (rc->head == NULL && !rc->stop) {
+        while (rc->head == NULL && rc->jhead == NULL && !rc->stop) {
             pthread_cond_wait(&rc->cv, &rc->mu);
         }
-        if (rc->head == NULL && rc->stop) {
+        if (rc->head == NULL && rc->jhead == NULL && rc->stop) {
             pthread_mutex_unlock(&rc->mu);
             break;
         }
+        gw_store_job *jobs = rc->jhead;
+        rc->jhead = rc->jtail = NULL;
         size_t n = 0;
         while (rc->head != NULL && n < WRITER_BATCH_MAX) {
             gw_receipt_req *r = rc->head;
@@ -54,6 +59,15 @@ static void *writer_main(void *arg)
             rc->tail = NULL;
         }
         pthread_mutex_unlock(&rc->mu);
+        while (jobs != NULL) { /* the store's writes first: they were asked for first */
+            gw_store_job *j = jobs;
+            jobs = j->next;
+            j->run(j);
+            gw_worker_post(j->w, &j->job);
+        }
+        if (n == 0) {
+            continue;
+        }
         int rv = batch == NULL || idx == NULL || leaf == NULL || bud == NULL ? BG_ERR_NOMEM : 0;
         bg_errbuf eb = {{0}};
         for (size_t i = 0; rv == 0 && i < n; i++) {
@@ -138,6 +152,26 @@ void gw_receipts_stop(gw_server *srv)
     pthread_mutex_destroy(&rc->mu);
     free(rc);
     srv->receipts = NULL;
+}
+
+void gw_receipts_store_job(gw_server *srv, gw_store_job *j)
+{
+    gw_receipts *rc = srv->receipts;
+    j->next = NULL;
+    if (rc == NULL) { /* no writer thread (no ledger): on this thread, delivered the same way */
+        j->run(j);
+        gw_worker_post(j->w, &j->job);
+        return;
+    }
+    pthread_mutex_lock(&rc->mu);
+    if (rc->jtail != NULL) {
+        rc->jtail->next = j;
+    } else {
+        rc->jhead = j;
+    }
+    rc->jtail = j;
+    pthread_cond_signal(&rc->cv);
+    pthread_mutex_unlock(&rc->mu);
 }
 
 void gw_receipts_submit(gw_server *srv, gw_receipt_req *r)

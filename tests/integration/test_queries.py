@@ -19,6 +19,7 @@ import json
 import math
 import os
 import subprocess
+import threading
 
 import harness
 
@@ -312,6 +313,29 @@ def main(t):
     r = dp(40)
     t.check(r.status == 200 and (r.json() or {}).get("result", {}).get("count") == v1,
             "the first query, asked again after the budget is spent: still its cached answer", r)
+    # the epsilon spends run on the ledger's writer thread, in one store transaction per batch:
+    # 16 distinct releases at once against a fresh budget of ten: exactly ten are answered
+    r = propose(gz, {"provider": "hongkong", "datasets": ["hongkong/liver-cancer"],
+                     "purpose": "科研", "operations": ["统计分析"], "legal_basis": "伦理审查批准",
+                     "valid_days": 29, "max_queries": 100, "epsilon": 1.0})
+    c_dp2 = (r.json() or {}).get("id", "")
+    got = []
+    lock = threading.Lock()
+
+    def one(age):
+        rr = ask(gz, {"contract": c_dp2, "dataset": "hongkong/liver-cancer", "op": "count",
+                      "where": [["age", ">=", age]]})
+        with lock:
+            got.append((rr.status, rr.error_code() if rr.status != 200 else ""))
+    ths = [threading.Thread(target=one, args=(30 + i,)) for i in range(16)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(60)
+    t.check(r.status == 201 and sum(1 for st, _ in got if st == 200) == 10 and
+            sum(1 for st, c in got if st == 429 and c == "budget_exhausted") == 6,
+            "16 concurrent distinct noisy releases against a budget of ten: 10 x 200, 6 x 429",
+            sorted(got))
     r = ask(gz, {"contract": c_dp, "dataset": "hongkong/liver-cancer", "op": "mean",
                  "field": "afp"})
     t.check(r.status == 403 and r.error_code() == "dp_unsupported_operation",
