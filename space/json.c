@@ -281,52 +281,83 @@ static size_t layout(const space_query *q, const space_schema *s, const space_fi
 
 /* ---- upstream protocol: states -------------------------------------------------------------- */
 
+/* Building a document: every step can fail for memory, and one failure fails the whole
+ * document (NULL), never leaves a half-built one. These take |v|'s reference in every case. */
+static bool put(json_t *o, const char *k, json_t *v)
+{
+    return o != NULL && v != NULL ? json_object_set_new(o, k, v) == 0 : (json_decref(v), false);
+}
+
+static bool push(json_t *a, json_t *v)
+{
+    return a != NULL && v != NULL ? json_array_append_new(a, v) == 0 : (json_decref(v), false);
+}
+
+/* |o| when every step succeeded, else NULL (|o| released). */
+static json_t *done(json_t *o, bool ok)
+{
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 static json_t *u64_array(const uint64_t *v, size_t n)
 {
     json_t *a = json_array();
-    for (size_t i = 0; a != NULL && i < n; i++) {
-        json_array_append_new(a, json_integer((json_int_t)v[i]));
+    bool ok = a != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = push(a, json_integer((json_int_t)v[i]));
     }
-    return a;
+    return done(a, ok);
 }
 
 json_t *space_result_state_to_json(const space_result *r)
 {
     json_t *cells = json_array();
-    for (size_t i = 0; cells != NULL && i < r->ncells; i++) {
+    bool ok = cells != NULL;
+    for (size_t i = 0; ok && i < r->ncells; i++) {
         const space_cell *c = &r->cells[i];
         json_t *key = json_array();
-        for (size_t g = 0; g < r->ngroup; g++) {
-            json_array_append_new(key, json_integer(c->key[g]));
+        ok = key != NULL;
+        for (size_t g = 0; ok && g < r->ngroup; g++) {
+            ok = push(key, json_integer(c->key[g]));
         }
-        json_t *o = json_pack("{s:o,s:I}", "key", key, "n", (json_int_t)c->n);
+        json_t *o = json_pack("{s:o,s:I}", "key", done(key, ok), "n", (json_int_t)c->n);
+        ok = o != NULL;
         switch (r->op) {
         case SPACE_OP_SUM:
-            json_object_set_new(o, "sum_units", json_integer(c->sum_units));
+            ok = ok && put(o, "sum_units", json_integer(c->sum_units));
             break;
         case SPACE_OP_MEAN:
-            json_object_set_new(o, "mean", json_real(c->mom.mean));
-            json_object_set_new(o, "m2", json_real(c->mom.m2));
+            ok = ok && put(o, "mean", json_real(c->mom.mean)) &&
+                 put(o, "m2", json_real(c->mom.m2));
             break;
         case SPACE_OP_HISTOGRAM:
         case SPACE_OP_QUANTILES:
-            json_object_set_new(o, "bins", u64_array(c->bins, c->nbins));
+            ok = ok && put(o, "bins", u64_array(c->bins, c->nbins));
             break;
         case SPACE_OP_AGREEMENT:
-            json_object_set_new(
-                o, "agree",
-                json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "d_mean", c->agree.d_mean,
-                          "d_m2", c->agree.d_m2, "a_mean", c->agree.a_mean, "a_m2", c->agree.a_m2,
-                          "c_ad", c->agree.c_ad, "x_mean", c->agree.x_mean, "x_m2", c->agree.x_m2,
-                          "y_mean", c->agree.y_mean, "y_m2", c->agree.y_m2, "c_xy", c->agree.c_xy));
+            ok = ok &&
+                 put(o, "agree",
+                     json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "d_mean",
+                               c->agree.d_mean, "d_m2", c->agree.d_m2, "a_mean", c->agree.a_mean,
+                               "a_m2", c->agree.a_m2, "c_ad", c->agree.c_ad, "x_mean",
+                               c->agree.x_mean, "x_m2", c->agree.x_m2, "y_mean", c->agree.y_mean,
+                               "y_m2", c->agree.y_m2, "c_xy", c->agree.c_xy));
             break;
         default:
             break;
         }
-        if (c->supp != SPACE_SUPP_NONE) {
-            json_object_set_new(o, "suppressed", json_string(space_supp_name(c->supp)));
+        if (ok && c->supp != SPACE_SUPP_NONE) {
+            ok = put(o, "suppressed", json_string(space_supp_name(c->supp)));
         }
-        json_array_append_new(cells, o);
+        ok = ok ? push(cells, o) : (json_decref(o), false);
+    }
+    if (!ok) {
+        json_decref(cells);
+        return NULL;
     }
     return json_pack("{s:{s:s,s:f,s:f,s:o}}", "state", "op", space_op_name(r->op), "resolution",
                      r->resolution, "grid_lo", r->grid_lo, "cells", cells);
@@ -528,6 +559,13 @@ static double round_to(double v, double res)
     return res > 0 ? round(v / res) * res : v;
 }
 
+/* A figure that may be undefined (NaN, e.g. a regression slope over equal averages, or Lin's
+ * CCC of two constant methods): the number, or null. JSON has no NaN, and jansson refuses it. */
+static json_t *num(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
 /* The agreement figures of one cell, plus heterogeneity over the legs' cells with its key. */
 static json_t *agreement_json(const space_cell *c, const space_result *const *legs, size_t nlegs,
                               size_t cell_idx)
@@ -538,12 +576,13 @@ static json_t *agreement_json(const space_cell *c, const space_result *const *le
                          "fewer than 3 pairs");
     }
     json_t *o = json_pack(
-        "{s:I,s:f,s:[f,f],s:f,s:[f,f],s:{s:[f,f],s:[f,f]},s:{s:f,s:f,s:f},s:f}", "n",
-        (json_int_t)ba.n, "bias", ba.bias, "bias_ci95", ba.bias_ci[0], ba.bias_ci[1],
-        "sd_differences", ba.sd, "limits_of_agreement", ba.loa[0], ba.loa[1], "loa_ci95",
-        "lower", ba.loa_lower_ci[0], ba.loa_lower_ci[1], "upper", ba.loa_upper_ci[0],
-        ba.loa_upper_ci[1], "proportional_bias", "slope", ba.slope, "intercept", ba.intercept,
-        "slope_se", ba.slope_se, "lin_ccc", ba.ccc);
+        "{s:I,s:o,s:[o,o],s:o,s:[o,o],s:{s:[o,o],s:[o,o]},s:{s:o,s:o,s:o},s:o}", "n",
+        (json_int_t)ba.n, "bias", num(ba.bias), "bias_ci95", num(ba.bias_ci[0]),
+        num(ba.bias_ci[1]), "sd_differences", num(ba.sd), "limits_of_agreement", num(ba.loa[0]),
+        num(ba.loa[1]), "loa_ci95", "lower", num(ba.loa_lower_ci[0]), num(ba.loa_lower_ci[1]),
+        "upper", num(ba.loa_upper_ci[0]), num(ba.loa_upper_ci[1]), "proportional_bias", "slope",
+        num(ba.slope), "intercept", num(ba.intercept), "slope_se", num(ba.slope_se), "lin_ccc",
+        num(ba.ccc));
     if (nlegs > 1 && o != NULL) {
         space_agree sites[64];
         size_t n = 0;
@@ -553,13 +592,14 @@ static json_t *agreement_json(const space_cell *c, const space_result *const *le
             }
         }
         space_het h;
-        if (space_agree_heterogeneity(sites, n, &h) == 0) {
-            json_object_set_new(o, "heterogeneity",
-                                json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "cities",
-                                          (json_int_t)h.k, "cochran_q", h.q, "i2", h.i2, "tau2",
-                                          h.tau2, "random_effects_bias", h.re_bias,
-                                          "random_effects_bias_se", h.re_bias_se, "s_within",
-                                          h.s_within, "s_total", h.s_total));
+        if (space_agree_heterogeneity(sites, n, &h) == 0 &&
+            !put(o, "heterogeneity",
+                 json_pack("{s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "cities", (json_int_t)h.k,
+                           "cochran_q", num(h.q), "i2", num(h.i2), "tau2", num(h.tau2),
+                           "random_effects_bias", num(h.re_bias), "random_effects_bias_se",
+                           num(h.re_bias_se), "s_within", num(h.s_within), "s_total",
+                           num(h.s_total)))) {
+            return done(o, false);
         }
     }
     return o;
@@ -576,10 +616,7 @@ static json_t *cell_json(const space_query *q, const space_result *r, size_t idx
             [SPACE_OP_QUANTILES] = "quantiles", [SPACE_OP_AGREEMENT] = "bias",
         };
         json_t *o = json_pack("{s:o}", main_member[q->op], suppressed(c->supp));
-        if (q->op != SPACE_OP_COUNT && o != NULL) {
-            json_object_set_new(o, "n", suppressed(c->supp));
-        }
-        return o;
+        return done(o, o != NULL && (q->op == SPACE_OP_COUNT || put(o, "n", suppressed(c->supp))));
     }
     switch (q->op) {
     case SPACE_OP_COUNT:
@@ -595,22 +632,22 @@ static json_t *cell_json(const space_query *q, const space_result *r, size_t idx
                                c));
     case SPACE_OP_MEAN: {
         double var = space_moments_variance(&c->mom);
-        return json_pack("{s:I,s:f,s:f,s:f}", "n", (json_int_t)c->mom.n, "mean", c->mom.mean,
-                         "variance", var, "sd", sqrt(var));
+        return json_pack("{s:I,s:o,s:o,s:o}", "n", (json_int_t)c->mom.n, "mean",
+                         num(c->mom.mean), "variance", num(var), "sd", num(sqrt(var)));
     }
     case SPACE_OP_HISTOGRAM: {
         json_t *bins = json_array();
-        for (size_t b = 0; b < c->nbins; b++) {
+        bool ok = bins != NULL;
+        for (size_t b = 0; ok && b < c->nbins; b++) {
             json_t *lo = b == 0 ? json_null() : json_real(q->edges[b - 1]);
             json_t *hi = b + 1 == c->nbins ? json_null() : json_real(q->edges[b]);
             json_t *cnt = c->bin_supp != NULL && c->bin_supp[b] != SPACE_SUPP_NONE
                               ? suppressed((space_supp)c->bin_supp[b])
                               : noisy(json_integer((json_int_t)c->bins[b]), c);
-            json_array_append_new(bins, json_pack("{s:o,s:o,s:o}", "lo", lo, "hi", hi, "count",
-                                                  cnt));
+            ok = push(bins, json_pack("{s:o,s:o,s:o}", "lo", lo, "hi", hi, "count", cnt));
         }
         return json_pack("{s:o,s:o}", "n", noisy(json_integer((json_int_t)c->n), c), "bins",
-                         bins);
+                         done(bins, ok));
     }
     case SPACE_OP_QUANTILES: {
         double vals[SPACE_MAX_PROBS];
@@ -622,12 +659,13 @@ static json_t *cell_json(const space_query *q, const space_result *r, size_t idx
             return json_pack("{s:I,s:n}", "n", (json_int_t)c->n, "quantiles");
         }
         json_t *qs = json_array();
-        for (size_t i = 0; i < q->nprobs; i++) {
-            json_array_append_new(qs, json_pack("{s:f,s:f}", "p", q->probs[i], "value",
-                                                round_to(vals[i], r->resolution)));
+        bool ok = qs != NULL;
+        for (size_t i = 0; ok && i < q->nprobs; i++) {
+            ok = push(qs, json_pack("{s:f,s:o}", "p", q->probs[i], "value",
+                                    num(round_to(vals[i], r->resolution))));
         }
-        return json_pack("{s:I,s:o,s:s,s:f}", "n", (json_int_t)c->n, "quantiles", qs, "method",
-                         "exact_fine_grid", "resolution", r->resolution);
+        return json_pack("{s:I,s:o,s:s,s:f}", "n", (json_int_t)c->n, "quantiles", done(qs, ok),
+                         "method", "exact_fine_grid", "resolution", r->resolution);
     }
     case SPACE_OP_AGREEMENT:
         return agreement_json(c, legs, nlegs, idx);
@@ -646,21 +684,19 @@ json_t *space_answer_json(const space_query *q, const space_schema *schema,
     const space_field *gf[SPACE_MAX_GROUP_BY] = {NULL, NULL};
     layout(q, schema, gf);
     json_t *groups = json_array();
-    for (size_t i = 0; groups != NULL && i < merged->ncells; i++) {
-        json_t *o = cell_json(q, merged, i, legs, nlegs);
-        if (!json_is_object(o)) {
-            json_decref(o);
-            o = json_object();
-        }
+    bool ok = groups != NULL;
+    for (size_t i = 0; ok && i < merged->ncells; i++) {
+        json_t *o = cell_json(q, merged, i, legs, nlegs); /* an object, or NULL: out of memory */
         json_t *key = json_object();
-        for (size_t g = 0; g < q->ngroup; g++) {
+        ok = o != NULL && key != NULL;
+        for (size_t g = 0; ok && g < q->ngroup; g++) {
             uint16_t k = merged->cells[i].key[g];
-            json_object_set_new(key, q->group_by[g],
-                                gf[g] != NULL && k < gf[g]->ncats ? json_string(gf[g]->cats[k])
-                                                                  : json_integer(k));
+            ok = put(key, q->group_by[g],
+                     gf[g] != NULL && k < gf[g]->ncats ? json_string(gf[g]->cats[k])
+                                                       : json_integer(k));
         }
-        json_object_set_new(o, "group", key);
-        json_array_append_new(groups, o);
+        ok = ok ? put(o, "group", key) : (json_decref(key), false);
+        ok = ok ? push(groups, o) : (json_decref(o), false);
     }
-    return json_pack("{s:o}", "groups", groups);
+    return json_pack("{s:o}", "groups", done(groups, ok));
 }

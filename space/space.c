@@ -250,6 +250,9 @@ int space_query_check(const space_query *q, const space_schema *s, bg_errbuf *eb
     if (q->ngroup > SPACE_MAX_GROUP_BY) {
         return bg_errf(eb, BG_ERR_INVAL, "group_by takes at most %d fields", SPACE_MAX_GROUP_BY);
     }
+    if (q->nwhere > SPACE_MAX_FILTERS) {
+        return bg_errf(eb, BG_ERR_INVAL, "where takes at most %d filters", SPACE_MAX_FILTERS);
+    }
     for (size_t g = 0; g < q->ngroup; g++) {
         const space_field *gf = want_field(s, "group_by", q->group_by[g], SPACE_FIELD_CATEGORICAL,
                                            eb, &rv);
