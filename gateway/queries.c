@@ -349,6 +349,7 @@ static void on_provider_receipt(gw_job *j)
         bg_strlcpy(a.receipt_city, x->city, sizeof(a.receipt_city));
         a.receipt_index = x->rq.index;
         memcpy(a.receipt_leaf, x->rq.leaf_hash, sizeof(a.receipt_leaf));
+        a.receipt_queries_used = x->rq.budget.used;
         if (space_leg_answer_encode(&a, &bytes, &len) != 0) {
             gw_stream_error(s, 500, "internal", "cannot encode the answer");
         } else {
@@ -784,6 +785,7 @@ struct qleg {
     size_t cert_len;
     uint8_t result_digest[32]; /* SHA-256 of the city's LegAnswer */
     bool has_peer_receipt;     /* the provider's receipt reference, from its answer */
+    uint32_t peer_queries_used; /* its contract's query count after it, at the provider */
     uint64_t peer_index;
     uint8_t peer_leaf[32];
     gw_receipt_req rq; /* this city's (the home's) receipt of the leg */
@@ -941,6 +943,10 @@ static void qrun_send(qrun *run)
             if (l->has_peer_receipt) {
                 json_object_set_new(c, "receipt",
                                     gw_receipt_ref_json(l->city, l->peer_index, l->peer_leaf));
+                if (l->peer_queries_used > 0) { /* the firm sees how much of its budget is used */
+                    json_object_set_new(c, "queries_used",
+                                        json_integer((json_int_t)l->peer_queries_used));
+                }
             }
         }
         if (top == NULL) {
@@ -1146,6 +1152,7 @@ static void leg_finish(qleg *l, int status, const char *ctype_or_code, const cha
             memset(&a.result, 0, sizeof(a.result));
             l->has_peer_receipt = a.has_receipt && strcmp(a.receipt_city, l->city) == 0;
             l->peer_index = a.receipt_index;
+            l->peer_queries_used = a.receipt_queries_used;
             memcpy(l->peer_leaf, a.receipt_leaf, sizeof(l->peer_leaf));
             /* the provider's receipt digests its answer before the reference to that
              * receipt was added: digest the same bytes */

@@ -520,6 +520,7 @@ int space_leg_answer_encode(const space_leg_answer *in, uint8_t **out, size_t *l
         receipt.index = in->receipt_index;
         receipt.leaf_hash.len = sizeof(in->receipt_leaf);
         receipt.leaf_hash.data = (uint8_t *)in->receipt_leaf;
+        receipt.queries_used = in->receipt_queries_used;
         msg.receipt = &receipt;
     }
     if (rc == 0) {
@@ -907,6 +908,7 @@ static int answer_from_pb(space_leg_answer *a, const Baygate__Space__LegAnswer *
         a->has_receipt = true;
         a->receipt_index = m->receipt->index;
         memcpy(a->receipt_leaf, m->receipt->leaf_hash.data, sizeof(a->receipt_leaf));
+        a->receipt_queries_used = m->receipt->queries_used;
     }
     /* a result exactly when there is no error */
     if ((a->error_code[0] == '\0') != (m->result != NULL)) {

@@ -46,6 +46,7 @@ typedef struct space_leg_answer {
     char receipt_city[64];
     uint64_t receipt_index;
     uint8_t receipt_leaf[32];
+    uint32_t receipt_queries_used; /* the contract's query count after it, in that ledger */
 } space_leg_answer;
 
 /* Encoders: check |in| by the decoder's rules, then write a malloc'd message to |*out| and

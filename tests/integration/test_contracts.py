@@ -197,10 +197,15 @@ def main(t):
     results = []
     lock = threading.Lock()
 
+    places = []
+
     def one():
         rr = q({"dataset": "hongkong/stroke-registry", "operation": "count", "contract": bid})
         with lock:
             results.append((rr.status, rr.error_code()))
+            if rr.status == 200:
+                places.append((((rr.json() or {}).get("cities") or {}).get("hongkong") or {})
+                              .get("queries_used"))
     ths = [threading.Thread(target=one) for _ in range(64)]
     for th in ths:
         th.start()
@@ -211,6 +216,9 @@ def main(t):
     t.check(ok == 50 and spent == 14,
             "64 concurrent queries, budget 50: %d x 200, %d x 429 budget_exhausted" % (ok, spent),
             sorted(results))
+    t.check(sorted(places) == list(range(1, 51)),
+            "each answer tells the firm its place in the budget (cities.hongkong.queries_used "
+            "1..50)", sorted(p for p in places if p is not None))
     # the count is the provider's ledger's: each of the 50 receipts carries its place in the
     # budget (queries_used 1..50, written with the count), every refusal says budget_exhausted
     r = hk.get("/v1/receipts?contract=%s&limit=1000" % bid, cert=hk.client("regulator"))
