@@ -567,6 +567,38 @@ void gw_request_resume(gw_stream *s)
     }
 }
 
+/* The BG_ERR_* a refusal receipt records for the error code |code| answered with |status|. */
+static int32_t refusal_error(const char *code, int status)
+{
+    static const struct {
+        const char *code;
+        int32_t err;
+    } map[] = {
+        {"budget_exhausted", BG_ERR_BUDGET_EXHAUSTED},
+        {"contract_revoked", BG_ERR_CONTRACT_REVOKED},
+        {"contract_expired", BG_ERR_CONTRACT_EXPIRED},
+        {"contract_forbidden", BG_ERR_IDENTITY},
+        {"contract_required", BG_ERR_NOTFOUND},
+        {"contract_scope", BG_ERR_CONTRACT_INVALID},
+        {"operation_not_permitted", BG_ERR_CONTRACT_INVALID},
+        {"dp_unsupported_operation", BG_ERR_CONTRACT_INVALID},
+        {"ledger_unavailable", BG_ERR_STORE},
+        {"store_unavailable", BG_ERR_STORE},
+        {"upstream_unavailable", BG_ERR_PEER_UNAVAILABLE},
+        {"timeout", BG_ERR_TIMEOUT},
+        {"deadline_exceeded", BG_ERR_TIMEOUT},
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (strcmp(code, map[i].code) == 0) {
+            return map[i].err;
+        }
+    }
+    return status == 429 ? BG_ERR_BUDGET_EXHAUSTED
+           : status == 403 ? BG_ERR_CONTRACT_REVOKED
+           : status >= 500 ? BG_ERR_INTERNAL
+                           : BG_ERR_INVAL;
+}
+
 /* A federated query refused at this city (it held the data): receipted like any use. The
  * refusal carries no data, so it is answered first and recorded here, as the stream closes. */
 static void record_refusal(gw_stream *s, int status)
@@ -599,9 +631,7 @@ static void record_refusal(gw_stream *s, int status)
         r->ndatasets = 1;
     }
     bg_strlcpy(r->operation, s->operation, sizeof(r->operation));
-    r->error_code = status == 429 ? BG_ERR_BUDGET_EXHAUSTED
-                    : status == 403 ? BG_ERR_CONTRACT_REVOKED
-                                    : BG_ERR_INVAL;
+    r->error_code = refusal_error(s->err_code, status);
     gw_receipts_event(w, r);
 }
 

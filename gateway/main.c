@@ -401,6 +401,9 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* a file-size limit reached (ulimit -f) fails the write with EFBIG, reported like a full
+     * disk (503 ledger_unavailable), instead of killing the gateway */
+    signal(SIGXFSZ, SIG_IGN);
 
     srv.workers = calloc(cfg->workers, sizeof(*srv.workers));
     if (srv.workers == NULL) {

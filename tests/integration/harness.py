@@ -357,6 +357,7 @@ class Proc:
         self.expected_death = False
         self.stopped = False
         self.starts = 0
+        self.rlimit_fsize = None  # bytes: RLIMIT_FSIZE of the next start (a "disk" that fills)
 
     def start(self):
         self.starts += 1
@@ -365,9 +366,15 @@ class Proc:
         self.err = open(self.err_path + suffix, "wb")
         self.cur_err_path = self.err_path + suffix
         self.cur_out_path = self.out_path + suffix
+        limit = self.rlimit_fsize
+
+        def preexec():
+            _die_with_parent()
+            if limit is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         self.p = subprocess.Popen(self.argv, stdout=self.out, stderr=self.err, cwd=self.cwd,
-                                  stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-                                  env=self.env)
+                                  stdin=subprocess.DEVNULL, preexec_fn=preexec, env=self.env)
         self.stopped = False
         self.expected_death = False
         if self not in self.t.procs:
