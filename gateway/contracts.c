@@ -1588,22 +1588,25 @@ static void fed_revoke(gw_stream *s)
     bg_strlcpy(id, trust_contract_get_id(c), sizeof(id));
     bg_buf enc;
     bg_buf_init(&enc);
-    int rv = strcmp(trust_contract_get_body(c)->provider_city, srv->cfg->city) != 0
+    const trust_contract_body *cb = trust_contract_get_body(c);
+    int rv = strcmp(cb->provider_city, srv->cfg->city) != 0
                  ? BG_ERR_IDENTITY
                  : trust_contract_encode(c, &enc, &eb);
     if (rv == 0) {
         rv = trust_store_update(srv->store, id, TRUST_STATE_REVOKED, enc.data, enc.len);
     }
     bg_buf_dispose(&enc);
-    trust_contract_free(c);
     if (rv == BG_ERR_NOTFOUND) {
         gw_stream_error(s, 404, "not_found", "no contract %s here", id);
     } else if (rv != 0) {
         gw_stream_error(s, 409, "contract_state", "cannot revoke %s: %s", id, bg_strerror(rv));
     } else {
         bg_log(BG_LOG_INFO, "msg=\"contract revoked\" id=%s by=home", id);
-        contract_receipt(s, TRUST_RECEIPT_CONTRACT_REVOKED, id, NULL, s->requester, NULL,
-                         s->conn->w->srv->cfg->city);
+        /* the contract's own parties, as the home's receipt of the same revocation names them,
+         * so that the two receipts are each other's counterpart */
+        contract_receipt(s, TRUST_RECEIPT_CONTRACT_REVOKED, id, cb, cb->requester, cb->home_city,
+                         cb->provider_city);
         gw_stream_respond(s, 204, NULL, NULL, 0);
     }
+    trust_contract_free(c);
 }

@@ -12,7 +12,10 @@ certificates:
 - a contract that ends in a few seconds is answered before its end and refused after it, by
   the home and by the provider;
 - DELETE revokes it on both sides: within one second the home and the provider (a leg sent to
-  hongkong straight from its peer shenzhen) both refuse it."""
+  hongkong straight from its peer shenzhen) both refuse it;
+- hongkong's regulator proves a receipt offline (`baygatectl verify`), and `baygatectl
+  reconcile` finds every receipt of guangzhou and hongkong with its counterpart, except the
+  one use that did not come from guangzhou (the leg sent from shenzhen), which it reports.""" 
 import json
 import os
 import re
@@ -158,6 +161,7 @@ def main(t):
     r = leg(cid)
     t.check(r.status == 200 and r.headers.get("content-type") == PB,
             "before revocation hongkong answers a leg under the contract", r)
+    forged = r.headers.get("x-request-id", "?")  # guangzhou never saw this one
     r = gz("/v1/contracts/" + cid, method="DELETE")
     t0 = time.time()
     t.check(r.status == 200 and (r.json() or {}).get("state") == "REVOKED",
@@ -169,6 +173,36 @@ def main(t):
             r2.status == 403 and r2.error_code() == "contract_revoked" and took < 1.0,
             "within %.2f s both the home and hongkong refuse it: 403 contract_revoked" % took,
             (r1, r2))
+
+    # ---- regulators (docs/regulators.md): every use above is provable and the two cities agree
+    rcrt, rkey = client("hongkong", "regulator")
+
+    def reg(path, out=None):
+        return curl(t, "https://127.0.0.1:%d%s" % (tls["hongkong"], path), cacert=bundle,
+                    cert=rcrt, key=rkey, output=out)
+    cp, key = t.path("hk.checkpoint"), t.path("hk.key")
+    r1, r2 = reg("/v1/ledger/checkpoint", cp), reg("/v1/ledger/key", key)
+    size = int(open(cp).read().split("\n")[1]) if r1.status == 200 else 0
+    rec = t.path("receipt-1.json")
+    r3 = reg("/v1/receipts/1?tree_size=%d" % size, rec)
+    v = subprocess.run([ctl, "verify", "--checkpoint", cp, "--key-file", key, "--receipt", rec],
+                       capture_output=True, text=True, timeout=30)
+    t.check(r1.status == r2.status == r3.status == 200 and size > 64 and v.returncode == 0 and
+            "verified" in v.stdout,
+            "baygatectl verify: hongkong's receipt 1 is in its signed tree of %d receipts" % size,
+            v.stdout + v.stderr)
+    gcrt, gkey = client("guangzhou", "regulator")
+    rc = subprocess.run([ctl, "reconcile", "--a", "https://127.0.0.1:%d" % tls["guangzhou"],
+                         "--b", "https://127.0.0.1:%d" % tls["hongkong"], "--cacert", bundle,
+                         "--cert", gcrt, "--key", gkey, "--cert-b", rcrt, "--key-b", rkey],
+                        capture_output=True, text=True, timeout=60)
+    bad = [x for x in rc.stdout.splitlines() if x.startswith(("guangzhou#", "hongkong#"))]
+    t.check(rc.returncode == 1 and re.search(r"summary: .* 1 discrepancy\b", rc.stdout) and
+            len(bad) == 1 and "hongkong#" in bad[0] and forged in bad[0],
+            "baygatectl reconcile guangzhou / hongkong: every receipt has its counterpart (the "
+            "budget's refusals and the revocation included) but the one leg sent to hongkong "
+            "from shenzhen, which guangzhou never saw: request %s" % forged,
+            rc.stdout[-1500:] + rc.stderr)
     for c in CITIES:
         procs[c].stop()
 
