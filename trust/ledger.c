@@ -2528,7 +2528,7 @@ static int verify_budgets(tree *t, uint64_t size, verify_arg *a)
     if (rc != 0) {
         return rc;
     }
-    trust_receipt *r = malloc(sizeof(*r));
+    trust_receipt *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         mdb_cursor_close(cur);
         return BG_ERR_NOMEM;
@@ -2565,16 +2565,12 @@ static int verify_budgets(tree *t, uint64_t size, verify_arg *a)
         }
         MDB_val bv;
         int brc = mdb_get(t->txn, t->l->budgets, &ck, &bv);
+        if (brc != 0 && brc != MDB_NOTFOUND) {
+            rc = brc;
+            break;
+        }
         uint32_t stored = brc == 0 && bv.mv_size == 4 ? get_be32(bv.mv_data) : 0;
-        if ((brc != 0 && brc != MDB_NOTFOUND) || (brc == 0 && bv.mv_size != 4)) {
-            rc = brc != 0 ? brc : MDB_CORRUPTED;
-            if (rc == MDB_CORRUPTED) {
-                mark_bad(a, last);
-                rc = 0;
-            } else {
-                break;
-            }
-        } else if (stored != seen) {
+        if ((brc == 0 && bv.mv_size != 4) || stored != seen) {
             mark_bad(a, last); /* UINT64_MAX when no receipt used a query: the count alone */
         }
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP);
