@@ -7,7 +7,9 @@
  * of one city that cannot both be true (a smaller size than one already seen, the same size
  * with another root, a failed consistency proof, another key) are a split view: both are kept
  * as evidence (<ledger.path>/witness/<city>.split), an alarm is logged and counted, and traffic
- * with that city stops until an operator removes the evidence file and sends SIGHUP.
+ * with that city stops until an operator removes the evidence file and sends SIGHUP. The
+ * pinned key and the checkpoint held are written (and synced) on the ledger's writer thread
+ * before the cosignature is answered, never on an event loop.
  * Not for: the ledger itself (trust/ledger.h). Files: <ledger.path>/witness/<city>.{note,key}. */
 #include "gateway/gw_int.h"
 
@@ -222,6 +224,94 @@ static void split_view(gw_witness *wt, witness_peer *p, const char *why, const b
            p->city, why, path, p->city);
 }
 
+/* Cosigns checkpoint |note| of tree size |size| (the note up to its blank line) and answers
+ * |s| with the cosignature and this city's witness key. */
+static void cosign_and_answer(gw_stream *s, const char *note, uint64_t size)
+{
+    gw_server *srv = s->conn->w->srv;
+    const char *blank = strstr(note, "\n\n");
+    size_t tlen = blank != NULL ? (size_t)(blank - note) + 1 : strlen(note);
+    char wname[TRUST_LEDGER_ORIGIN_MAX + 16];
+    snprintf(wname, sizeof(wname), "%s.gba/baygate/witness", srv->cfg->city);
+    bg_buf line, wkey;
+    bg_buf_init(&line);
+    bg_buf_init(&wkey);
+    int rv = trust_ledger_cosign(srv->ledger, wname, (const uint8_t *)note, tlen,
+                                 (uint64_t)time(NULL), &line);
+    if (rv == 0) {
+        rv = trust_ledger_witness_key(srv->ledger, wname, &wkey);
+    }
+    if (rv != 0 || bg_buf_append(&line, "", 1) != 0 || bg_buf_append(&wkey, "", 1) != 0) {
+        bg_buf_dispose(&line);
+        bg_buf_dispose(&wkey);
+        gw_stream_error(s, 503, "witness_unavailable", "cannot cosign: %s", bg_strerror(rv));
+        return;
+    }
+    gw_stream_respond_json(s, 200, json_pack("{s:s,s:s,s:I}", "cosignature", (char *)line.data,
+                                             "witness_key", (char *)wkey.data, "size",
+                                             (json_int_t)size));
+    bg_buf_dispose(&line);
+    bg_buf_dispose(&wkey);
+}
+
+/* The files a witnessed checkpoint needs written before it is cosigned, on the ledger's
+ * writer thread (gw_receipts_store_job); everything it reads is its own copy. */
+typedef struct witness_job {
+    gw_store_job base;
+    gw_stream *s; /* NULL once the stream went away */
+    char *note, *key;
+    bool pin_key, store_note;
+    uint64_t size;
+    char city[64];
+    char kpath[4200], npath[4200];
+    int rv; /* out */
+} witness_job;
+
+static void witness_job_free(witness_job *j)
+{
+    if (j != NULL) {
+        free(j->note);
+        free(j->key);
+        free(j);
+    }
+}
+
+static void witness_job_detach(void *p)
+{
+    ((witness_job *)p)->s = NULL; /* freed when it comes back */
+}
+
+static void witness_job_run(gw_store_job *b)
+{
+    witness_job *j = (witness_job *)(void *)b;
+    if (j->pin_key && write_atomic(j->kpath, j->key, strlen(j->key)) != 0) {
+        bg_log(BG_LOG_ERROR, "msg=\"cannot pin ledger key\" city=%s", j->city);
+    }
+    j->rv = j->store_note ? write_atomic(j->npath, j->note, strlen(j->note)) : 0;
+}
+
+static void witness_job_done(gw_job *b)
+{
+    witness_job *j = (witness_job *)(void *)b;
+    gw_stream *s = j->s;
+    if (s != NULL) {
+        s->ctx = NULL;
+        s->ctx_free = NULL;
+        if (j->rv != 0) {
+            bg_strlcpy(s->err_code, "witness_unavailable", sizeof(s->err_code));
+            gw_stream_error(s, 503, "witness_unavailable", "cannot store the checkpoint");
+        } else {
+            cosign_and_answer(s, j->note, j->size);
+        }
+    }
+    witness_job_free(j);
+}
+
+static void witness_job_discard(gw_job *b)
+{
+    witness_job_free((witness_job *)(void *)b);
+}
+
 void gw_witness_fed(gw_stream *s)
 {
     gw_server *srv = s->conn->w->srv;
@@ -261,6 +351,7 @@ void gw_witness_fed(gw_stream *s)
     int status = 200;
     const char *code = NULL;
     char msg[300] = "";
+    bool pin_key = false, store_note = false; /* files to write before cosigning */
     if (p == NULL) {
         status = 503;
         code = "overloaded";
@@ -280,9 +371,7 @@ void gw_witness_fed(gw_stream *s)
         code = "bad_checkpoint";
         snprintf(msg, sizeof(msg), "the checkpoint does not verify as %s's", origin);
     } else {
-        if (pinned.len == 0 && write_atomic(kpath, key, strlen(key)) != 0) {
-            bg_log(BG_LOG_ERROR, "msg=\"cannot pin ledger key\" city=%s", city);
-        }
+        pin_key = pinned.len == 0;
         trust_ledger_checkpoint old;
         bool have = read_small(npath, &held) &&
                     trust_ledger_checkpoint_verify(held.data, held.len, key, &old) == 0;
@@ -325,12 +414,7 @@ void gw_witness_fed(gw_stream *s)
             code = "split_view";
         }
         free(ph);
-        if (status == 200 && (!have || cp.size > old.size) &&
-            write_atomic(npath, note, strlen(note)) != 0) {
-            status = 503;
-            code = "witness_unavailable";
-            snprintf(msg, sizeof(msg), "cannot store the checkpoint");
-        }
+        store_note = status == 200 && (!have || cp.size > old.size);
         if (code != NULL && strcmp(code, "split_view") == 0) {
             snprintf(msg, sizeof(msg), "%s showed checkpoints that cannot both be true; evidence "
                      "kept and traffic stopped", city);
@@ -356,31 +440,38 @@ void gw_witness_fed(gw_stream *s)
         gw_stream_respond_json(s, status, e);
         return;
     }
-    /* cosign the checkpoint text (the note up to its blank line) */
-    const char *blank = strstr(note, "\n\n");
-    size_t tlen = blank != NULL ? (size_t)(blank - note) + 1 : strlen(note);
-    char wname[TRUST_LEDGER_ORIGIN_MAX + 16];
-    snprintf(wname, sizeof(wname), "%s.gba/baygate/witness", srv->cfg->city);
-    bg_buf line, wkey;
-    bg_buf_init(&line);
-    bg_buf_init(&wkey);
-    int rv = trust_ledger_cosign(srv->ledger, wname, (const uint8_t *)note, tlen,
-                                 (uint64_t)time(NULL), &line);
-    if (rv == 0) {
-        rv = trust_ledger_witness_key(srv->ledger, wname, &wkey);
-    }
-    json_decref(root);
-    if (rv != 0 || bg_buf_append(&line, "", 1) != 0 || bg_buf_append(&wkey, "", 1) != 0) {
-        bg_buf_dispose(&line);
-        bg_buf_dispose(&wkey);
-        gw_stream_error(s, 503, "witness_unavailable", "cannot cosign: %s", bg_strerror(rv));
+    if (!pin_key && !store_note) {
+        cosign_and_answer(s, note, cp.size);
+        json_decref(root);
         return;
     }
-    gw_stream_respond_json(s, 200, json_pack("{s:s,s:s,s:I}", "cosignature", (char *)line.data,
-                                             "witness_key", (char *)wkey.data, "size",
-                                             (json_int_t)cp.size));
-    bg_buf_dispose(&line);
-    bg_buf_dispose(&wkey);
+    /* the pinned key and the checkpoint now held are written (and synced) on the ledger's
+     * writer thread, so this loop never waits for the disk; the cosignature follows */
+    witness_job *j = calloc(1, sizeof(*j));
+    size_t nlen = strlen(note), klen = strlen(key);
+    if (j == NULL || (j->note = malloc(nlen + 1)) == NULL || (j->key = malloc(klen + 1)) == NULL) {
+        witness_job_free(j);
+        json_decref(root);
+        gw_stream_error(s, 503, "witness_unavailable", "out of memory");
+        return;
+    }
+    memcpy(j->note, note, nlen + 1);
+    memcpy(j->key, key, klen + 1);
+    json_decref(root);
+    j->pin_key = pin_key;
+    j->store_note = store_note;
+    j->size = cp.size;
+    bg_strlcpy(j->city, city, sizeof(j->city));
+    bg_strlcpy(j->kpath, kpath, sizeof(j->kpath));
+    bg_strlcpy(j->npath, npath, sizeof(j->npath));
+    j->s = s;
+    s->ctx = j;
+    s->ctx_free = witness_job_detach;
+    j->base.w = s->conn->w;
+    j->base.run = witness_job_run;
+    j->base.job.deliver = witness_job_done;
+    j->base.job.discard = witness_job_discard;
+    gw_receipts_store_job(srv, &j->base);
 }
 
 /* ---- as the witnessed: show our checkpoint to every peer ------------------------------------ */
