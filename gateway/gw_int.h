@@ -237,6 +237,9 @@ void gw_receipts_event(gw_worker *w, const trust_receipt *receipt);
 
 /* Any thread: hands |j| to |w|'s loop, which runs j->deliver (in posting order). */
 void gw_worker_post(gw_worker *w, gw_job *j);
+/* Posts the jobs |first| -> ... -> |last| (linked by |next|, newest first: on_jobs runs them
+ * in the reverse of this order) with one lock and one wake-up. */
+void gw_worker_post_chain(gw_worker *w, gw_job *first, gw_job *last);
 /* Fills |out| (33 bytes) with a fresh 32-hex-digit request id. */
 void gw_worker_new_request_id(gw_worker *w, char *out);
 

@@ -29,6 +29,40 @@ struct gw_receipts {
     uint64_t batches, appended, failed, commit_us, budget_refused;
 };
 
+/* Results on their way back to the workers: one chain per worker, posted with one lock and
+ * one wake-up each (a batch of receipts is one hand-over, not one per receipt). */
+#define POST_GROUPS 64
+
+typedef struct post_group {
+    gw_worker *w;
+    gw_job *head, *tail; /* newest first, as gw_worker_post_chain() takes them */
+} post_group;
+
+static void post_add(post_group *g, size_t *ng, gw_worker *w, gw_job *j)
+{
+    for (size_t i = 0; i < *ng; i++) {
+        if (g[i].w == w) {
+            j->next = g[i].head;
+            g[i].head = j;
+            return;
+        }
+    }
+    if (*ng == POST_GROUPS) { /* more workers than groups: this one's go one by one */
+        gw_worker_post(w, j);
+        return;
+    }
+    j->next = NULL;
+    g[(*ng)++] = (post_group){w, j, j};
+}
+
+static void post_flush(post_group *g, size_t *ng)
+{
+    for (size_t i = 0; i < *ng; i++) {
+        gw_worker_post_chain(g[i].w, g[i].head, g[i].tail);
+    }
+    *ng = 0;
+}
+
 static void *writer_main(void *arg)
 {
     gw_receipts *rc = arg;
@@ -38,6 +72,8 @@ static void *writer_main(void *arg)
     uint8_t(*leaf)[TRUST_LEDGER_HASH_LEN] = malloc(WRITER_BATCH_MAX * sizeof(*leaf));
     trust_ledger_budget *bud = malloc(WRITER_BATCH_MAX * sizeof(*bud));
     gw_receipt_req *reqs[WRITER_BATCH_MAX];
+    post_group groups[POST_GROUPS];
+    size_t ngroups = 0;
     for (;;) {
         pthread_mutex_lock(&rc->mu);
         while (rc->head == NULL && rc->jhead == NULL && !rc->stop) {
@@ -63,8 +99,9 @@ static void *writer_main(void *arg)
             gw_store_job *j = jobs;
             jobs = j->next;
             j->run(j);
-            gw_worker_post(j->w, &j->job);
+            post_add(groups, &ngroups, j->w, &j->job);
         }
+        post_flush(groups, &ngroups);
         if (n == 0) {
             continue;
         }
@@ -107,8 +144,9 @@ static void *writer_main(void *arg)
                 memcpy(r->leaf_hash, leaf[i], TRUST_LEDGER_HASH_LEN);
                 r->budget = bud[i];
             }
-            gw_worker_post(r->w, &r->job);
+            post_add(groups, &ngroups, r->w, &r->job);
         }
+        post_flush(groups, &ngroups);
     }
     free(batch);
     free(idx);

@@ -279,9 +279,15 @@ static void on_jobs(evutil_socket_t fd, short what, void *arg)
 
 void gw_worker_post(gw_worker *w, gw_job *j)
 {
+    j->next = NULL;
+    gw_worker_post_chain(w, j, j);
+}
+
+void gw_worker_post_chain(gw_worker *w, gw_job *first, gw_job *last)
+{
     pthread_mutex_lock(&w->jobs_mu);
-    j->next = w->jobs;
-    w->jobs = j;
+    last->next = w->jobs; /* w->jobs is LIFO: the chain goes in last-first */
+    w->jobs = first;
     pthread_mutex_unlock(&w->jobs_mu);
     event_active(&w->jobs_ev, EV_READ, 0);
 }
