@@ -274,10 +274,13 @@ static void list_receipts(gw_stream *s, trust_ledger *l)
     trust_ledger_filter f;
     char contract[72], requester[256], city[64];
     uint64_t after, limit;
-    if (!filter_from(s, &f, contract, requester, city) || !query_u64(s, "after", 0, &after) ||
-        !query_u64(s, "limit", 100, &limit)) {
+    /* a cursor: receipts after index |after| (absent: from the first); at most 19 digits, so
+     * UINT64_MAX cannot be given and stands for "absent" */
+    if (!filter_from(s, &f, contract, requester, city) ||
+        !query_u64(s, "after", UINT64_MAX, &after) || !query_u64(s, "limit", 100, &limit)) {
         return;
     }
+    uint64_t start = after == UINT64_MAX ? 0 : after + 1;
     if (limit == 0 || limit > PAGE_MAX) {
         gw_stream_error(s, 400, "bad_request", "limit must be 1..%d", PAGE_MAX);
         return;
@@ -285,7 +288,8 @@ static void list_receipts(gw_stream *s, trust_ledger *l)
     uint64_t *idx = malloc((size_t)limit * sizeof(uint64_t));
     size_t n = 0;
     uint64_t next = 0;
-    int rv = idx == NULL ? BG_ERR_NOMEM : trust_ledger_query(l, &f, after, (size_t)limit, idx, &n, &next);
+    int rv = idx == NULL ? BG_ERR_NOMEM
+                         : trust_ledger_query(l, &f, start, (size_t)limit, idx, &n, &next);
     if (rv != 0) {
         free(idx);
         unavailable(s, rv);
@@ -305,10 +309,11 @@ static void list_receipts(gw_stream *s, trust_ledger *l)
         }
         bg_buf_dispose(&bytes);
     }
+    uint64_t last = n > 0 ? idx[n - 1] : 0;
     free(idx);
     json_t *j = json_pack("{s:o}", "receipts", a);
-    if (n == (size_t)limit) {
-        json_object_set_new(j, "next", json_integer((json_int_t)next));
+    if (n == (size_t)limit) { /* the next page: after=<the last index of this one> */
+        json_object_set_new(j, "next", json_integer((json_int_t)last));
     }
     gw_stream_respond_json(s, 200, j);
 }

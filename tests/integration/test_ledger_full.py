@@ -78,15 +78,15 @@ def main(t):
 
     # exactly one allowed query receipt at hongkong per 200 answer
     reg = hk.client("regulator")
-    allowed, after = 0, 0
+    allowed, after = 0, ""
     for _ in range(50):
-        r = hk.get("/v1/receipts?contract=%s&limit=1000&after=%d" % (cid, after), cert=reg)
+        r = hk.get("/v1/receipts?contract=%s&limit=1000%s" % (cid, after), cert=reg)
         page = (r.json() or {}) if r.status == 200 else {}
         allowed += sum(1 for x in page.get("receipts", []) if x.get("kind") == "query" and
                        x.get("decision") == "allowed")
         if "next" not in page:
             break
-        after = page["next"]  # "after" is the first index of the page (docs/regulators.md)
+        after = "&after=%d" % page["next"]  # the cursor: receipts after that index
     t.check(r.status == 200 and allowed == ok,
             "hongkong's ledger: %d allowed query receipts for %d answers" % (allowed, ok), r)
 

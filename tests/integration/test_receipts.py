@@ -168,6 +168,24 @@ def main(t):
     t.check(r.status == 200 and len(page) == 3 and (r.json() or {}).get("next") is not None and
             all(x.get("contract") == cid for x in page),
             "filtered pages by contract, 3 at a time with a next cursor", r)
+    # the cursor: `next` is the page's last index, and after=<index> starts past it, so paging
+    # with next (or with the last index one saw) neither repeats nor skips a receipt
+    r_all = get(hk, "/v1/receipts?contract=%s&limit=1000" % cid, reg_hk)
+    every = [x.get("index") for x in (r_all.json() or {}).get("receipts", [])]
+    seen, after, pages = [], None, 0
+    while pages < 100:
+        rr = get(hk, "/v1/receipts?contract=%s&limit=2%s" % (cid, "" if after is None else
+                                                          "&after=%d" % after), reg_hk)
+        pj = rr.json() or {}
+        seen += [x.get("index") for x in pj.get("receipts", [])]
+        pages += 1
+        if "next" not in pj:
+            break
+        t.check(pj["next"] == seen[-1], "next is the page's last index", pj.get("next"))
+        after = pj["next"]
+    t.check(len(every) >= 6 and seen == every,
+            "paging 2 at a time with after=next gives every receipt once, in order (%d)"
+            % len(every), (every, seen))
     r = get(hk, "/v1/ledger/checkpoint", reg_hk)
     _, n2, root_n2 = checkpoint(r.body)
     r = get(hk, "/v1/ledger/consistency?first=%d&second=%d" % (n, n2), reg_hk)
