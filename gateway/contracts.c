@@ -1162,9 +1162,11 @@ static const scope *scope_load(gw_worker *w, const char *id, const bg_buf *b)
  * validity. Without it (the provider) those checks are left to the group commit, which makes
  * them atomically with the budget, and a cached scope needs no store read at all. Returns the
  * scope (borrowed until the next call on this worker) or NULL with |why| filled. */
+/* With |state| the contract's stored state, validity and counters are read (into |meta| when
+ * not NULL), else only when its scope is not cached yet. */
 static const scope *scope_check(gw_worker *w, const char *id, const char *requester,
                                 const char *dataset, const char *op, int64_t now, bool state,
-                                gw_refusal *why)
+                                gw_refusal *why, trust_store_meta *meta)
 {
     const scope *sc = scope_cached(w, id);
     int rv = 0;
@@ -1185,6 +1187,9 @@ static const scope *scope_check(gw_worker *w, const char *id, const char *reques
             rv = BG_ERR_STORE;
         }
         bg_buf_dispose(&b);
+        if (rv == 0 && meta != NULL) {
+            *meta = m;
+        }
     }
     if (rv != 0) {
         refusal(rv, id, why);
@@ -1216,14 +1221,14 @@ static const scope *scope_check(gw_worker *w, const char *id, const char *reques
 }
 
 static bool check_scope(gw_stream *s, const char *id, const char *requester, int64_t now,
-                        bool state)
+                        bool state, trust_store_meta *meta)
 {
     char dataset[320], op[64];
     if (!query_scope(s, dataset, sizeof(dataset), op, sizeof(op))) {
         return false;
     }
     gw_refusal why;
-    if (scope_check(s->conn->w, id, requester, dataset, op, now, state, &why) == NULL) {
+    if (scope_check(s->conn->w, id, requester, dataset, op, now, state, &why, meta) == NULL) {
         gw_stream_error(s, why.status, why.code, "%s", why.msg);
         return false;
     }
@@ -1242,7 +1247,7 @@ bool gw_contracts_check_home(gw_worker *w, const char *id, const char *requester
         snprintf(why->msg, sizeof(why->msg), "a query for %s must name its contract", dataset);
         return false;
     }
-    return scope_check(w, id, requester, dataset, op, now_s(), true, why) != NULL;
+    return scope_check(w, id, requester, dataset, op, now_s(), true, why, NULL) != NULL;
 }
 
 bool gw_contracts_limits(gw_worker *w, const char *id, uint32_t *k, double *epsilon,
@@ -1379,16 +1384,14 @@ void gw_contracts_cancel(gw_stream *s)
     s->in_consume = false;
 }
 
-/* Provider with a ledger: contract |s->contract| must have queries left in the ledger's count
- * (plus what the contract store counted before the ledger did); sets |s->budget_limit|. */
-static bool ledger_budget(gw_stream *s, trust_store_meta *m)
+/* Provider with a ledger: contract |s->contract|, whose stored counters |m| usage control has
+ * just read, must have queries left in the ledger's count (plus what the contract store
+ * counted before the ledger did); sets |s->budget_limit|. */
+static bool ledger_budget(gw_stream *s, const trust_store_meta *m)
 {
     gw_server *srv = s->conn->w->srv;
     uint32_t used = 0;
-    int rv = trust_store_get(srv->store, s->contract, m, NULL);
-    if (rv == 0) {
-        rv = trust_ledger_budget_used(srv->ledger, s->contract, &used);
-    }
+    int rv = trust_ledger_budget_used(srv->ledger, s->contract, &used);
     if (rv != 0) {
         gw_stream_error(s, 503, "store_unavailable", "usage control cannot read the budget: %s",
                         bg_strerror(rv));
@@ -1426,8 +1429,9 @@ gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
             return GW_ENFORCE_STOP;
         }
         /* home: fail fast; the provider is authoritative and counts the budget */
-        return check_scope(s, s->contract, s->conn->id.spiffe_id, now, true) ? GW_ENFORCE_GO
-                                                                       : GW_ENFORCE_STOP;
+        return check_scope(s, s->contract, s->conn->id.spiffe_id, now, true, NULL)
+                   ? GW_ENFORCE_GO
+                   : GW_ENFORCE_STOP;
     }
     /* provider: the query arrived from a peer on behalf of x-baygate-requester */
     if (s->contract[0] == 0 || s->requester[0] == 0) {
@@ -1435,18 +1439,18 @@ gw_enforce gw_contracts_enforce(gw_stream *s, bool local)
         return GW_ENFORCE_STOP;
     }
     if (gw_queries_is_replay(s)) { /* answered before: in force now? then no second spend */
-        return check_scope(s, s->contract, s->requester, now, true) ? GW_ENFORCE_GO
-                                                                     : GW_ENFORCE_STOP;
+        return check_scope(s, s->contract, s->requester, now, true, NULL) ? GW_ENFORCE_GO
+                                                                           : GW_ENFORCE_STOP;
     }
     if (srv->ledger != NULL) {
         /* the query count lives in the ledger: checked here (fail fast, nothing runs for a
          * spent contract), counted by the writer in the transaction of the release's receipt */
         trust_store_meta m;
-        if (!check_scope(s, s->contract, s->requester, now, true) ||
+        if (!check_scope(s, s->contract, s->requester, now, true, &m) ||
             !ledger_budget(s, &m)) {
             return GW_ENFORCE_STOP;
         }
-    } else if (!check_scope(s, s->contract, s->requester, now, false)) {
+    } else if (!check_scope(s, s->contract, s->requester, now, false, NULL)) {
         return GW_ENFORCE_STOP;
     }
     const scope *sc = scope_cached(w, s->contract);
