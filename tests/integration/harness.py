@@ -331,6 +331,33 @@ def curl(t, url, *, cacert=None, cert=None, key=None, data=None, data_file=None,
 
 
 # ---------------------------------------------------------------------------------------------
+# Protobuf legs (space/space.proto), written by hand so the tests need no protobuf package
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _ld(field, data):
+    data = data.encode() if isinstance(data, str) else data
+    return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def leg_body(name, op=1, query_id=None):
+    """A protobuf baygate.space.Leg as a home gateway sends it on /fed/v1/query: query_id (a
+    fresh one per leg, as every query gets, unless given) and Query{dataset: name without
+    city, op: 1 = count}."""
+    import uuid
+    qid = query_id or uuid.uuid4().hex
+    return _ld(1, qid) + _ld(2, _ld(1, name) + _varint(2 << 3) + _varint(op))
+
+
+# ---------------------------------------------------------------------------------------------
 # Processes
 
 

@@ -29,28 +29,6 @@ PB = "application/x-protobuf"
 FIRM = "spiffe://guangzhou.gba/firm/demo"
 
 
-def _varint(n):
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def _ld(field, data):
-    data = data.encode() if isinstance(data, str) else data
-    return _varint(field << 3 | 2) + _varint(len(data)) + data
-
-
-def leg_body(name, op=1, query_id=None):
-    """A protobuf baygate.space.Leg (space/space.proto) as a home gateway sends it on
-    /fed/v1/query: query_id (a fresh one per leg, as every query gets, unless given) and
-    Query{dataset: name without city, op: 1 = count}."""
-    qid = query_id or uuid.uuid4().hex
-    return _ld(1, qid) + _ld(2, _ld(1, name) + _varint(2 << 3) + _varint(op))
-
-
 def propose(gw, body, role="firm"):
     return gw.query(None, role=role, path="/v1/contracts", body=json.dumps(body, ensure_ascii=False))
 
@@ -185,7 +163,7 @@ def main(t):
         if contract:
             h.append("x-baygate-contract: " + contract)
         return curl(t, hk.url("/fed/v1/query"), cacert=hk.bundle, cert=scrt, key=skey,
-                    data=leg_body("stroke-registry", query_id=query_id), headers=h)
+                    data=harness.leg_body("stroke-registry", query_id=query_id), headers=h)
     r = provider_leg()
     t.check(r.status == 403 and r.error_code() == "contract_required",
             "provider: federated query without x-baygate-contract: 403 contract_required", r)

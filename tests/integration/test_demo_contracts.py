@@ -22,11 +22,9 @@ import re
 import subprocess
 import threading
 import time
-import uuid
 
 import harness
 from harness import curl
-from test_contracts import leg_body
 
 PROFILES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "conf",
                                         "profiles"))
@@ -136,8 +134,7 @@ def main(t):
              "x-baygate-requester: " + FIRM, "content-type: " + PB,
              "x-baygate-contract: " + contract]
         return curl(t, "https://127.0.0.1:%d/fed/v1/query" % tls["hongkong"], cacert=bundle,
-                    cert=scrt, key=skey, data=leg_body("stroke-registry",
-                                                       query_id=uuid.uuid4().hex), headers=h)
+                    cert=scrt, key=skey, data=harness.leg_body("stroke-registry"), headers=h)
 
     # ---- expiry
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))

@@ -6,7 +6,6 @@ What the peer sends is what a home gateway sends: x-baygate-dest (required on /f
 a protobuf leg (space/space.proto) counting a real dataset of the destination's embedded data
 space (guangzhou/cerebral-infarction, macau/neonatal-bilirubin)."""
 import json
-import uuid
 
 import harness
 from harness import curl
@@ -14,28 +13,6 @@ from harness import curl
 MAX_HOPS = 4
 PB = "application/x-protobuf"
 NAME = {"guangzhou": "cerebral-infarction", "macau": "neonatal-bilirubin"}
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def _ld(field, data):
-    data = data.encode() if isinstance(data, str) else data
-    return _varint(field << 3 | 2) + _varint(len(data)) + data
-
-
-def leg_body(name, op=1, query_id=None):
-    """A protobuf baygate.space.Leg as a home gateway sends it on /fed/v1/query: query_id (a
-    fresh one per leg, as every query gets, unless given) and Query{dataset: name without city,
-    op: 1 = count}."""
-    qid = query_id or uuid.uuid4().hex
-    return _ld(1, qid) + _ld(2, _ld(1, name) + _varint(2 << 3) + _varint(op))
 
 
 def main(t):
@@ -53,7 +30,7 @@ def main(t):
         if rid:
             h.append("x-request-id: " + rid)
         return curl(t, gz.url("/fed/v1/query"), cacert=gz.bundle, cert=crt, key=key,
-                    data=leg_body(NAME[dest]), headers=h)
+                    data=harness.leg_body(NAME[dest]), headers=h)
 
     r = fed("shenzhen")
     t.check(r.status == 200 and r.headers.get("content-type") == PB and
@@ -99,15 +76,15 @@ def main(t):
                     headers=["x-baygate-hops: shenzhen", "x-baygate-dest: " + dest,
                              "content-type: " + ctype])
     # the leg is protobuf, not JSON: guangzhou (transit) routes on the header alone
-    r = fed_dest("macau", leg_body(NAME["macau"]))
+    r = fed_dest("macau", harness.leg_body(NAME["macau"]))
     t.check(r.status == 200 and r.headers.get("x-baygate-route") == "shenzhen,guangzhou,macau"
             and r.headers.get("content-type") == PB,
             "x-baygate-dest macau with an unparsed (protobuf) body: forwarded to macau (route %s)"
             % r.headers.get("x-baygate-route"), r)
-    r = fed_dest("Macau!", leg_body(NAME["macau"]))
+    r = fed_dest("Macau!", harness.leg_body(NAME["macau"]))
     t.check(r.status == 400 and r.error_code() == "bad_request",
             "malformed x-baygate-dest -> 400 bad_request", r)
-    r = fed_dest("atlantis", leg_body(NAME["macau"]))
+    r = fed_dest("atlantis", harness.leg_body(NAME["macau"]))
     t.check(r.status == 404 and r.error_code() == "unknown_city",
             "x-baygate-dest of an unknown city -> 404 unknown_city", r)
     # a client cannot steer with it: /v1/queries ignores a client's x-baygate-dest

@@ -8,7 +8,6 @@ The query is a real federated count on guangzhou's embedded data space
 import json
 import os
 import subprocess
-import uuid
 
 import harness
 from harness import curl
@@ -17,28 +16,6 @@ HANDSHAKE_FAIL = (35, 56, 16, 92)  # curl: SSL connect error / recv failure / HT
 ROWS = 20000  # harness default space_rows
 DATASET = "guangzhou/cerebral-infarction"
 PB = "application/x-protobuf"
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def _ld(field, data):
-    data = data.encode() if isinstance(data, str) else data
-    return _varint(field << 3 | 2) + _varint(len(data)) + data
-
-
-def leg_body(name, op=1, query_id=None):
-    """A protobuf baygate.space.Leg (space/space.proto) as a home gateway sends it on
-    /fed/v1/query: query_id (a fresh one per leg, as every query gets, unless given) and
-    Query{dataset: name without city, op: 1 = count}."""
-    qid = query_id or uuid.uuid4().hex
-    return _ld(1, qid) + _ld(2, _ld(1, name) + _varint(2 << 3) + _varint(op))
 
 
 def pb_fields(buf):
@@ -144,7 +121,7 @@ def main(t):
     # /fed/v1/query: only configured peers; the body is a leg as a peer sends it
     fed_hdrs = ["x-baygate-hops: shenzhen", "x-baygate-dest: guangzhou",
                 "x-request-id: mtls-fed-1", "content-type: " + PB]
-    leg = leg_body(DATASET.split("/")[1])
+    leg = harness.leg_body(DATASET.split("/")[1])
     cases = [
         ("guangzhou firm cert", gz.client("firm")),
         ("shenzhen firm cert", gws["shenzhen"].client("firm")),
