@@ -8,6 +8,7 @@
 
 #include "base/utf8.h"
 #include "trust/b64.h"
+#include "trust/lmdb_int.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -51,7 +52,7 @@ static const char origin_suffix[] = ".gba/baygate/ledger";
 static const uint8_t sig_prefix[4] = {0xe2, 0x80, 0x94, 0x20}; /* U+2014 em dash, space */
 
 struct trust_ledger {
-    MDB_env *env;
+    trust_lmdb db; /* the environment, its map size and its growth lock */
     MDB_dbi receipts;       /* be64 index -> canonical receipt bytes */
     MDB_dbi nodes;          /* be64 last leaf || level -> subtree hash */
     MDB_dbi by_contract;    /* contract id -> be64 index (DUPSORT, DUPFIXED) */
@@ -60,10 +61,6 @@ struct trust_ledger {
     MDB_dbi by_time;        /* be64 time_ms -> be64 index (idem) */
     MDB_dbi info;           /* "version", "checkpoint" */
     MDB_dbi budgets;        /* contract id -> be32 queries used */
-    size_t map_size;
-    /* Every transaction holds this shared; growing the map (MDB_MAP_FULL) needs it exclusive,
-     * because mdb_env_set_mapsize() requires that no transaction is open in the process. */
-    pthread_rwlock_t grow;
     EVP_PKEY *key; /* the checkpoint signing key, Ed25519 */
     uint8_t pub[ED25519_LEN];
 };
@@ -827,13 +824,13 @@ int trust_ledger_open(trust_ledger **out, const char *dir, size_t map_size, bg_e
     if (l == NULL) {
         return bg_errf(eb, BG_ERR_NOMEM, "%s: out of memory", dir);
     }
-    l->map_size = map_size ? map_size : DEFAULT_MAP;
+    l->db.map_size = map_size ? map_size : DEFAULT_MAP;
     int rc;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         rc = bg_errf(eb, BG_ERR_STORE, "%s: cannot create directory: %s", dir, strerror(errno));
         goto fail_free;
     }
-    int mrc = mdb_env_create(&l->env);
+    int mrc = mdb_env_create(&l->db.env);
     if (mrc != 0) {
         rc = bg_errf(eb, mdb_to_bg(mrc), "%s: cannot open ledger: %s", dir, mdb_strerror(mrc));
         goto fail_free;
@@ -842,10 +839,10 @@ int trust_ledger_open(trust_ledger **out, const char *dir, size_t map_size, bg_e
     /* MDB_NOTLS: read transactions are not tied to threads (workers share the env). Unlike the
      * contract store, no MDB_NOMETASYNC: an OS crash must not undo a commit whose receipts were
      * acknowledged or covered by a signed checkpoint, or the ledger could later fork. */
-    if ((mrc = mdb_env_set_maxdbs(l->env, 12)) != 0 ||
-        (mrc = mdb_env_set_mapsize(l->env, l->map_size)) != 0 ||
-        (mrc = mdb_env_open(l->env, dir, MDB_NOTLS, 0600)) != 0 ||
-        (mrc = mdb_txn_begin(l->env, NULL, 0, &txn)) != 0) {
+    if ((mrc = mdb_env_set_maxdbs(l->db.env, 12)) != 0 ||
+        (mrc = mdb_env_set_mapsize(l->db.env, l->db.map_size)) != 0 ||
+        (mrc = mdb_env_open(l->db.env, dir, MDB_NOTLS, 0600)) != 0 ||
+        (mrc = mdb_txn_begin(l->db.env, NULL, 0, &txn)) != 0) {
         rc = bg_errf(eb, mdb_to_bg(mrc), "%s: cannot open ledger: %s", dir, mdb_strerror(mrc));
         goto fail_env;
     }
@@ -867,18 +864,18 @@ int trust_ledger_open(trust_ledger **out, const char *dir, size_t map_size, bg_e
         rc = bg_errf(eb, mdb_to_bg(mrc), "%s: cannot open ledger: %s", dir, mdb_strerror(mrc));
         goto fail_env;
     }
-    l->map_size = 0;
+    l->db.map_size = 0;
     MDB_envinfo info;
-    if (mdb_env_info(l->env, &info) == 0) {
-        l->map_size = info.me_mapsize; /* an existing, larger file keeps its size */
+    if (mdb_env_info(l->db.env, &info) == 0) {
+        l->db.map_size = info.me_mapsize; /* an existing, larger file keeps its size */
     }
-    if (l->map_size == 0) {
-        l->map_size = map_size ? map_size : DEFAULT_MAP;
+    if (l->db.map_size == 0) {
+        l->db.map_size = map_size ? map_size : DEFAULT_MAP;
     }
     if ((rc = key_open(l, dir, eb)) != 0) {
         goto fail_env;
     }
-    if (pthread_rwlock_init(&l->grow, NULL) != 0) {
+    if (pthread_rwlock_init(&l->db.grow, NULL) != 0) {
         rc = bg_errf(eb, BG_ERR_NOMEM, "%s: cannot create a lock", dir);
         goto fail_key;
     }
@@ -892,7 +889,7 @@ fail_txn:
         mdb_txn_abort(txn);
     }
 fail_env:
-    mdb_env_close(l->env);
+    mdb_env_close(l->db.env);
 fail_free:
     free(l);
     return rc;
@@ -903,75 +900,42 @@ void trust_ledger_close(trust_ledger *l)
     if (l == NULL) {
         return;
     }
-    mdb_env_close(l->env);
-    pthread_rwlock_destroy(&l->grow);
+    mdb_env_close(l->db.env);
+    pthread_rwlock_destroy(&l->db.grow);
     EVP_PKEY_free(l->key); /* OpenSSL cleanses Ed25519 private keys when freeing them */
     free(l);
 }
 
-/* Doubles the map after MDB_MAP_FULL; the caller holds no transaction. */
-static int grow_map(trust_ledger *l)
-{
-    pthread_rwlock_wrlock(&l->grow);
-    MDB_envinfo info;
-    int rc = mdb_env_info(l->env, &info);
-    if (rc == 0 && info.me_mapsize <= l->map_size) {
-        if (l->map_size > SIZE_MAX / 2) {
-            rc = MDB_MAP_FULL;
-        } else if ((rc = mdb_env_set_mapsize(l->env, l->map_size * 2)) == 0) {
-            l->map_size *= 2;
-        }
-    } else if (rc == 0) {
-        l->map_size = info.me_mapsize; /* another thread grew it already */
-    }
-    pthread_rwlock_unlock(&l->grow);
-    return rc;
-}
-
 static int read_begin(trust_ledger *l, MDB_txn **txn)
 {
-    pthread_rwlock_rdlock(&l->grow);
-    int rc = mdb_txn_begin(l->env, NULL, MDB_RDONLY, txn);
-    if (rc != 0) {
-        pthread_rwlock_unlock(&l->grow);
-    }
-    return rc;
+    return trust_lmdb_read_begin(&l->db, txn);
 }
 
 static void read_end(trust_ledger *l, MDB_txn *txn)
 {
-    mdb_txn_abort(txn);
-    pthread_rwlock_unlock(&l->grow);
+    trust_lmdb_read_end(&l->db, txn);
 }
 
-/* One write transaction running |fn|; on MDB_MAP_FULL (from a put or from the commit) the
- * map is doubled and |fn| runs again from the start. |fn| returns 0, an LMDB code or a
- * BG_ERR_* and has no effect outside the transaction. Returns what |fn| or LMDB said, as is. */
+typedef struct ledger_call {
+    trust_ledger *l;
+    int (*fn)(trust_ledger *l, MDB_txn *txn, void *arg);
+    void *arg;
+} ledger_call;
+
+static int ledger_fn(void *arg, MDB_txn *txn)
+{
+    ledger_call *c = arg;
+    return c->fn(c->l, txn, c->arg);
+}
+
+/* One write transaction running |fn| (trust_lmdb_write(): on MDB_MAP_FULL the map is doubled
+ * and |fn| runs again from the start). |fn| returns 0, an LMDB code or a BG_ERR_* and has no
+ * effect outside the transaction. Returns what |fn| or LMDB said, as is. */
 static int write_txn(trust_ledger *l, int (*fn)(trust_ledger *l, MDB_txn *txn, void *arg),
                      void *arg)
 {
-    int rc;
-    for (int attempt = 0;; attempt++) {
-        pthread_rwlock_rdlock(&l->grow);
-        MDB_txn *txn;
-        rc = mdb_txn_begin(l->env, NULL, 0, &txn);
-        if (rc == 0) {
-            rc = fn(l, txn, arg);
-            if (rc == 0) {
-                rc = mdb_txn_commit(txn); /* frees |txn| even when it fails */
-            } else {
-                mdb_txn_abort(txn); /* a txn that saw an error is never reused */
-            }
-        }
-        pthread_rwlock_unlock(&l->grow);
-        if (rc != MDB_MAP_FULL || attempt >= MAX_GROWS) {
-            return rc;
-        }
-        int grc = grow_map(l);
-        if (grc != 0) {
-            return grc;
-        }
-    }
+    ledger_call c = {l, fn, arg};
+    return trust_lmdb_write(&l->db, ledger_fn, &c, MAX_GROWS);
 }
 
 static int tree_size(trust_ledger *l, MDB_txn *txn, uint64_t *size)

@@ -12,21 +12,19 @@
 
 #include <lmdb.h>
 
+#include "trust/lmdb_int.h"
+
 #define DEFAULT_MAP (64u * 1024u * 1024u)
 #define RECORD_MAGIC 0x42474332u /* "BGC2": format 2 (format 1 was "BGC1") */
 #define NOISE_KEY_LEN (TRUST_STORE_ID_LEN + TRUST_STORE_DIGEST_LEN)
 
 struct trust_store {
-    MDB_env *env;
+    trust_lmdb db;        /* the environment, its map size and its growth lock */
     MDB_dbi contracts;    /* id -> record */
     MDB_dbi by_requester; /* requester -> id (MDB_DUPSORT) */
     MDB_dbi proposals;    /* proposal key -> contract id */
     MDB_dbi noise;        /* contract id + query digest -> first noisy answer stored */
     MDB_dbi info;         /* "version" -> uint32 TRUST_STORE_VERSION */
-    size_t map_size;
-    /* Every transaction holds this shared; growing the map (MDB_MAP_FULL) needs it exclusive,
-     * because mdb_env_set_mapsize() requires that no transaction is open in the process. */
-    pthread_rwlock_t grow;
 };
 
 /* Record layout (native byte order: the file never leaves this host):
@@ -101,28 +99,28 @@ int trust_store_open(trust_store **out, const char *dir, size_t map_size, bg_err
     if (s == NULL) {
         return bg_errf(eb, BG_ERR_NOMEM, "%s: out of memory", dir);
     }
-    s->map_size = map_size ? map_size : DEFAULT_MAP;
+    s->db.map_size = map_size ? map_size : DEFAULT_MAP;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         int e = errno;
         free(s);
         return bg_errf(eb, BG_ERR_STORE, "%s: cannot create directory: %s", dir, strerror(e));
     }
-    int rc = mdb_env_create(&s->env);
+    int rc = mdb_env_create(&s->db.env);
     if (rc == 0) {
-        rc = mdb_env_set_maxdbs(s->env, 8);
+        rc = mdb_env_set_maxdbs(s->db.env, 8);
     }
     if (rc == 0) {
-        rc = mdb_env_set_mapsize(s->env, s->map_size);
+        rc = mdb_env_set_mapsize(s->db.env, s->db.map_size);
     }
     if (rc == 0) {
         /* MDB_NOTLS: read transactions are not tied to threads (workers share the env).
          * MDB_NOMETASYNC: one fsync per commit instead of two; a commit survives a crash of
          * the process (the kernel has it), and an OS crash can undo at most the last one. */
-        rc = mdb_env_open(s->env, dir, MDB_NOTLS | MDB_NOMETASYNC, 0600);
+        rc = mdb_env_open(s->db.env, dir, MDB_NOTLS | MDB_NOMETASYNC, 0600);
     }
     MDB_txn *txn = NULL;
     if (rc == 0) {
-        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        rc = mdb_txn_begin(s->db.env, NULL, 0, &txn);
     }
     if (rc == 0) {
         rc = mdb_dbi_open(txn, "contracts", MDB_CREATE, &s->contracts);
@@ -146,7 +144,7 @@ int trust_store_open(trust_store **out, const char *dir, size_t map_size, bg_err
     }
     if (rc == 0 && version != TRUST_STORE_VERSION) {
         mdb_txn_abort(txn);
-        mdb_env_close(s->env);
+        mdb_env_close(s->db.env);
         free(s);
         if (version < TRUST_STORE_VERSION) {
             return bg_errf(eb, BG_ERR_STORE,
@@ -168,13 +166,13 @@ int trust_store_open(trust_store **out, const char *dir, size_t map_size, bg_err
         if (txn != NULL) {
             mdb_txn_abort(txn);
         }
-        if (s->env != NULL) {
-            mdb_env_close(s->env);
+        if (s->db.env != NULL) {
+            mdb_env_close(s->db.env);
         }
         free(s);
         return bg_errf(eb, BG_ERR_STORE, "%s: cannot open store: %s", dir, mdb_strerror(rc));
     }
-    pthread_rwlock_init(&s->grow, NULL);
+    pthread_rwlock_init(&s->db.grow, NULL);
     *out = s;
     return 0;
 }
@@ -184,27 +182,9 @@ void trust_store_close(trust_store *s)
     if (s == NULL) {
         return;
     }
-    mdb_env_close(s->env);
-    pthread_rwlock_destroy(&s->grow);
+    mdb_env_close(s->db.env);
+    pthread_rwlock_destroy(&s->db.grow);
     free(s);
-}
-
-/* Doubles the map after MDB_MAP_FULL; the caller holds no transaction. */
-static int grow_map(trust_store *s)
-{
-    pthread_rwlock_wrlock(&s->grow);
-    MDB_envinfo info;
-    int rc = mdb_env_info(s->env, &info);
-    if (rc == 0 && info.me_mapsize <= s->map_size) {
-        rc = mdb_env_set_mapsize(s->env, s->map_size * 2);
-        if (rc == 0) {
-            s->map_size *= 2;
-        }
-    } else if (rc == 0) {
-        s->map_size = info.me_mapsize; /* another thread grew it already */
-    }
-    pthread_rwlock_unlock(&s->grow);
-    return rc;
 }
 
 static void unpack(const MDB_val *v, trust_store_meta *m, const uint8_t **bytes, size_t *len)
@@ -276,37 +256,30 @@ static int put_answer(trust_store *s, MDB_txn *txn, MDB_val *k, const uint8_t *a
     return mdb_put(txn, s->noise, k, &v, MDB_NOOVERWRITE);
 }
 
-/* One write transaction running |fn|; retries once per map growth on MDB_MAP_FULL. |fn|
- * returns 0, an LMDB code, or a BG_ERR_* to abort with that error. */
+typedef struct store_call {
+    trust_store *s;
+    int (*fn)(trust_store *s, MDB_txn *txn, void *arg);
+    void *arg;
+} store_call;
+
+static int store_fn(void *arg, MDB_txn *txn)
+{
+    store_call *c = arg;
+    return c->fn(c->s, txn, c->arg);
+}
+
+/* One write transaction running |fn| (trust_lmdb_write(): the map grows on MDB_MAP_FULL, up to
+ * 8 times). |fn| returns 0, an LMDB code, or a BG_ERR_* to abort with that error. */
 static int write_txn(trust_store *s, int (*fn)(trust_store *s, MDB_txn *txn, void *arg),
                      void *arg)
 {
-    for (int attempt = 0; attempt < 8; attempt++) {
-        pthread_rwlock_rdlock(&s->grow);
-        MDB_txn *txn;
-        int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-        if (rc == 0) {
-            rc = fn(s, txn, arg);
-            if (rc == 0) {
-                rc = mdb_txn_commit(txn);
-            } else {
-                mdb_txn_abort(txn);
-            }
-        }
-        pthread_rwlock_unlock(&s->grow);
-        if (rc == MDB_MAP_FULL) {
-            if (grow_map(s) != 0) {
-                return BG_ERR_STORE;
-            }
-            continue;
-        }
-        if (rc == 0) {
-            return 0;
-        }
-        /* ours are BG_ERR_* (-1..-999); LMDB's are MDB_* (<= -30600) or errno values */
-        return (rc < 0 && rc > -1000) ? rc : mdb_err(rc);
+    store_call c = {s, fn, arg};
+    int rc = trust_lmdb_write(&s->db, store_fn, &c, 8);
+    if (rc == 0) {
+        return 0;
     }
-    return BG_ERR_STORE;
+    /* ours are BG_ERR_* (-1..-999); LMDB's are MDB_* (<= -30600) or errno values */
+    return (rc < 0 && rc > -1000) ? rc : mdb_err(rc);
 }
 
 typedef struct put_arg {
@@ -382,11 +355,9 @@ int trust_store_get(trust_store *s, const char *id, trust_store_meta *meta, bg_b
     if (!valid_id(id)) {
         return BG_ERR_NOTFOUND;
     }
-    pthread_rwlock_rdlock(&s->grow);
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    int rc = trust_lmdb_read_begin(&s->db, &txn);
     if (rc != 0) {
-        pthread_rwlock_unlock(&s->grow);
         return mdb_err(rc);
     }
     MDB_val k = key_of(id), v;
@@ -404,8 +375,7 @@ int trust_store_get(trust_store *s, const char *id, trust_store_meta *meta, bg_b
             out = bg_buf_append(bytes, b, blen);
         }
     }
-    mdb_txn_abort(txn);
-    pthread_rwlock_unlock(&s->grow);
+    trust_lmdb_read_end(&s->db, txn);
     return out;
 }
 
@@ -674,11 +644,9 @@ int trust_store_noise_get(trust_store *s, const char *id,
     if (!valid_id(id)) {
         return BG_ERR_NOTFOUND;
     }
-    pthread_rwlock_rdlock(&s->grow);
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    int rc = trust_lmdb_read_begin(&s->db, &txn);
     if (rc != 0) {
-        pthread_rwlock_unlock(&s->grow);
         return mdb_err(rc);
     }
     uint8_t kbuf[NOISE_KEY_LEN];
@@ -692,8 +660,7 @@ int trust_store_noise_get(trust_store *s, const char *id,
     } else {
         out = bg_buf_append(answer, v.mv_data, v.mv_size); /* copies out before the txn ends */
     }
-    mdb_txn_abort(txn);
-    pthread_rwlock_unlock(&s->grow);
+    trust_lmdb_read_end(&s->db, txn);
     return out;
 }
 
@@ -723,9 +690,8 @@ int trust_store_proposal_get(trust_store *s, const char *key, char *id)
     if (!valid_id(key)) {
         return BG_ERR_INVAL;
     }
-    pthread_rwlock_rdlock(&s->grow);
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    int rc = trust_lmdb_read_begin(&s->db, &txn);
     if (rc == 0) {
         MDB_val k = key_of(key), v;
         rc = mdb_get(txn, s->proposals, &k, &v);
@@ -735,22 +701,21 @@ int trust_store_proposal_get(trust_store *s, const char *key, char *id)
         } else if (rc == 0) {
             rc = MDB_CORRUPTED;
         }
-        mdb_txn_abort(txn);
+        trust_lmdb_read_end(&s->db, txn);
     }
-    pthread_rwlock_unlock(&s->grow);
     return rc == 0 ? 0 : mdb_err(rc);
 }
 
 int trust_store_list(trust_store *s, const char *requester,
                      int (*cb)(void *arg, const char *id), void *arg)
 {
-    pthread_rwlock_rdlock(&s->grow);
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    if (rc == 0) {
-        rc = mdb_cursor_open(txn, s->by_requester, &cur);
+    MDB_txn *txn;
+    int rc = trust_lmdb_read_begin(&s->db, &txn);
+    if (rc != 0) {
+        return mdb_err(rc);
     }
+    MDB_cursor *cur = NULL;
+    rc = mdb_cursor_open(txn, s->by_requester, &cur);
     if (rc == 0) {
         MDB_val k = {strlen(requester), (void *)(uintptr_t)requester}, v;
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
@@ -771,9 +736,6 @@ int trust_store_list(trust_store *s, const char *requester,
     if (cur != NULL) {
         mdb_cursor_close(cur);
     }
-    if (txn != NULL) {
-        mdb_txn_abort(txn);
-    }
-    pthread_rwlock_unlock(&s->grow);
+    trust_lmdb_read_end(&s->db, txn);
     return rc == 0 ? 0 : mdb_err(rc);
 }
