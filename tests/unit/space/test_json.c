@@ -20,6 +20,7 @@
 #include "space/agg.h"
 #include "space/json.h"
 #include "space/space.h"
+#include "asserts.h"
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -87,36 +88,6 @@ static void parse_refused(const char *text, const char *msg)
     }
 }
 
-static void assert_query_equal(const space_query *a, const space_query *b)
-{
-    assert_string_equal(a->dataset, b->dataset);
-    assert_int_equal(a->op, b->op);
-    assert_string_equal(a->field, b->field);
-    assert_string_equal(a->field2, b->field2);
-    assert_int_equal(a->nedges, b->nedges);
-    assert_memory_equal(a->edges, b->edges, a->nedges * sizeof(double));
-    assert_int_equal(a->nprobs, b->nprobs);
-    assert_memory_equal(a->probs, b->probs, a->nprobs * sizeof(double));
-    assert_int_equal(a->nwhere, b->nwhere);
-    for (size_t i = 0; i < a->nwhere; i++) {
-        const space_filter *f = &a->where[i], *g = &b->where[i];
-        assert_string_equal(f->field, g->field);
-        assert_int_equal(f->cmp, g->cmp);
-        assert_int_equal(f->is_cat, g->is_cat);
-        assert_int_equal(f->nvals, g->nvals);
-        for (size_t v = 0; v < f->nvals; v++) {
-            if (f->is_cat) {
-                assert_string_equal(f->cat[v], g->cat[v]);
-            } else {
-                assert_memory_equal(&f->num[v], &g->num[v], sizeof(double));
-            }
-        }
-    }
-    assert_int_equal(a->ngroup, b->ngroup);
-    for (size_t g = 0; g < a->ngroup; g++) {
-        assert_string_equal(a->group_by[g], b->group_by[g]);
-    }
-}
 
 /* A JSON array text of |n| numbers 1, 2, ... (or of |n| copies of |item| when not NULL). */
 static void array_text(char *out, size_t cap, size_t n, const char *item)

@@ -44,6 +44,7 @@ static void *t_calloc(size_t n, size_t m)
 #define calloc t_calloc
 #include "space/wire.c"
 #include "space/agg.h"
+#include "asserts.h"
 #undef malloc
 #undef calloc
 
@@ -105,36 +106,6 @@ static void make_query(space_query *q, space_op op)
     q->ngroup = 2;
 }
 
-static void assert_query_equal(const space_query *a, const space_query *b)
-{
-    assert_string_equal(a->dataset, b->dataset);
-    assert_int_equal(a->op, b->op);
-    assert_string_equal(a->field, b->field);
-    assert_string_equal(a->field2, b->field2);
-    assert_int_equal(a->nedges, b->nedges);
-    assert_memory_equal(a->edges, b->edges, sizeof(a->edges));
-    assert_int_equal(a->nprobs, b->nprobs);
-    assert_memory_equal(a->probs, b->probs, sizeof(a->probs));
-    assert_int_equal(a->nwhere, b->nwhere);
-    for (size_t i = 0; i < a->nwhere; i++) {
-        const space_filter *f = &a->where[i], *g = &b->where[i];
-        assert_string_equal(f->field, g->field);
-        assert_int_equal(f->cmp, g->cmp);
-        assert_int_equal(f->is_cat, g->is_cat);
-        assert_int_equal(f->nvals, g->nvals);
-        for (size_t v = 0; v < f->nvals; v++) {
-            if (f->is_cat) {
-                assert_string_equal(f->cat[v], g->cat[v]);
-            } else {
-                assert_memory_equal(&f->num[v], &g->num[v], sizeof(double));
-            }
-        }
-    }
-    assert_int_equal(a->ngroup, b->ngroup);
-    for (size_t g = 0; g < a->ngroup; g++) {
-        assert_string_equal(a->group_by[g], b->group_by[g]);
-    }
-}
 
 /* A result of |op| with |ncells| cells keyed (0,0), (0,1), ..., holding plausible states;
  * histogram and quantile cells get |nbins| bins (random 64-bit values when |masked|). */
